@@ -1,0 +1,35 @@
+"""mpbn: spiking neural networks with Membrane Potential Batch Normalization, BNTT and friends.
+
+The curated public API; submodules hold the rest (``mpbn.functional``, ``mpbn.layers``,
+``mpbn.models``, ``mpbn.data``, ``mpbn.engine``, ``mpbn.analysis``).
+"""
+
+from mpbn.layers import (
+    LIF,
+    BatchNormThroughTime,
+    MembraneBN,
+    SeqBatchNorm,
+    SeqLayerNorm,
+    TemporalEffectiveBN,
+    ThresholdDependentBN,
+    create_neuron,
+    create_norm,
+    fold,
+    spike_mismatch,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LIF",
+    "BatchNormThroughTime",
+    "MembraneBN",
+    "SeqBatchNorm",
+    "SeqLayerNorm",
+    "TemporalEffectiveBN",
+    "ThresholdDependentBN",
+    "create_neuron",
+    "create_norm",
+    "fold",
+    "spike_mismatch",
+]

@@ -1,0 +1,158 @@
+"""Model transforms for deployment: fold normalizations away, and check the result.
+
+Like timm's ``freeze_batch_norm_2d``, :func:`fold` returns a new module tree and leaves the
+original untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from mpbn.functional.fold import fold_membrane_threshold
+from mpbn.layers.neuron import LIF
+
+__all__ = ["fold", "fold_membrane_norms", "FOLD_PASSES", "SpikeMismatch", "spike_mismatch",
+           "FoldWarning"]
+
+
+class FoldWarning(UserWarning):
+    """Something in the model could not be folded and stays as it is."""
+
+
+def _fold_neuron(neuron: LIF) -> LIF:
+    norm = neuron.membrane_norm
+    assert norm is not None
+    v_th = neuron.v_threshold
+    if isinstance(v_th, Tensor) and norm.granularity == "channel" and v_th.dim() > 1:
+        raise ValueError("cannot fold channel-wise MPBN under a per-element threshold")
+    threshold, sign = fold_membrane_threshold(
+        v_th, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps
+    )
+    if neuron.threshold_sign is not None:
+        raise ValueError("this neuron is already folded (it has a threshold_sign)")
+    return LIF(
+        decay=neuron.decay,
+        v_threshold=threshold,
+        reset=neuron.reset,
+        surrogate=neuron.surrogate,
+        alpha=neuron.alpha,
+        threshold_sign=sign if bool((sign < 0).any()) else None,
+        # A soft reset subtracts the original V_th from the un-normalized u_pre (Eq. 2).
+        reset_amount=v_th if neuron.reset_amount is None else neuron.reset_amount,
+        detach_reset=neuron.detach_reset,
+    )
+
+
+def fold_membrane_norms(model: nn.Module) -> list[str]:
+    """Replace, in place, every MPBN neuron of ``model`` by its folded LIF (Eq. 10, 13).
+
+    Returns:
+        Names of the neurons that were folded.
+    """
+    folded = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, LIF) and child.membrane_norm is not None:
+                setattr(module, child_name, _fold_neuron(child))
+                folded.append(f"{name}.{child_name}" if name else child_name)
+    return folded
+
+
+#: Passes :func:`fold` runs in order on the copy; each folds in place and returns what it did.
+#: The model zoo appends the pass that folds shared-statistics BN into conv/linear weights.
+FOLD_PASSES: list[Callable[[nn.Module], list[str]]] = [fold_membrane_norms]
+
+
+def fold(module: nn.Module) -> nn.Module:
+    """Return a folded, eval-mode copy of ``module`` (a single neuron or a whole model).
+
+    Every MPBN neuron becomes a plain LIF with a per-channel or per-element threshold (MPBN
+    Sec. 4.2) using the running statistics. ``module`` itself is not modified.
+    """
+    if isinstance(module, LIF):
+        return _fold_neuron(module).eval() if module.membrane_norm is not None \
+            else copy.deepcopy(module).eval()
+    folded = copy.deepcopy(module).eval()
+    for fold_pass in FOLD_PASSES:
+        fold_pass(folded)
+    return folded
+
+
+@dataclass
+class SpikeMismatch:
+    """Spike agreement between two models on one input, per neuron layer (in call order)."""
+
+    layers: list[str] = field(default_factory=list)
+    mismatches: list[int] = field(default_factory=list)
+    totals: list[int] = field(default_factory=list)
+    max_output_diff: float = 0.0
+
+    @property
+    def total_mismatches(self) -> int:
+        return sum(self.mismatches)
+
+    @property
+    def rate(self) -> float:
+        """Fraction of spike entries (neuron x step x sample) that differ."""
+        total = sum(self.totals)
+        return self.total_mismatches / total if total else 0.0
+
+
+def _record_spikes(model: nn.Module) -> tuple[list[tuple[str, Tensor]], list]:
+    records: list[tuple[str, Tensor]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, LIF):
+            handles.append(module.register_forward_hook(
+                lambda m, i, o, name=name: records.append((name, o.detach()))))
+    return records, handles
+
+
+@torch.no_grad()
+def spike_mismatch(reference: nn.Module, candidate: nn.Module, *inputs: Tensor) -> SpikeMismatch:
+    """Run both models in eval mode on ``inputs`` and count differing spikes per LIF layer.
+
+    Typical use: ``spike_mismatch(model, mpbn.fold(model), x)``; a correct fold gives zero.
+    Both models must call their neurons in the same order. Training flags are restored.
+    """
+    report = SpikeMismatch()
+    modes = (reference.training, candidate.training)
+    ref_records, h1 = _record_spikes(reference)
+    cand_records, h2 = _record_spikes(candidate)
+    try:
+        reference.eval()
+        candidate.eval()
+        out_ref = reference(*inputs)
+        out_cand = candidate(*inputs)
+    finally:
+        for handle in h1 + h2:
+            handle.remove()
+        reference.train(modes[0])
+        candidate.train(modes[1])
+    if len(ref_records) != len(cand_records):
+        raise ValueError(
+            f"models called different numbers of neurons: {len(ref_records)} vs {len(cand_records)}"
+        )
+    for (name, a), (_, b) in zip(ref_records, cand_records, strict=True):
+        report.layers.append(name)
+        report.mismatches.append(int((a != b).sum()))
+        report.totals.append(a.numel())
+    if isinstance(out_ref, Tensor) and isinstance(out_cand, Tensor):
+        report.max_output_diff = float((out_ref.double() - out_cand.double()).abs().max())
+    return report
+
+
+def warn_unfolded(kind: str, names: list[str]) -> None:
+    """Say which time-varying layers stay in a folded model."""
+    if names:
+        warnings.warn(
+            f"{len(names)} {kind} layer(s) vary over time and cannot fold into weights; they "
+            f"stay in the folded model: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}",
+            FoldWarning, stacklevel=3,
+        )

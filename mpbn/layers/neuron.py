@@ -1,0 +1,294 @@
+"""Spiking neuron modules over ``[T, B, ...]``: thin wrappers over :mod:`mpbn.functional`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from mpbn.functional.neuron import LIFParams, lif_step, run_over_time
+from mpbn.functional.norm import (
+    normalize_with_batch_stats,
+    normalize_with_running_stats,
+    update_running_stats,
+)
+
+__all__ = ["LIF", "MembraneBN", "MEMBRANE_NORMS", "create_neuron", "broadcast_per_step"]
+
+MEMBRANE_NORMS = ("channel", "element")
+
+
+def broadcast_per_step(value: float | Tensor, x_t: Tensor) -> float | Tensor:
+    """Shape a scalar, per-channel ``[C]`` or per-element ``(C, ...)`` tensor for ``x_t [B, C, ...]``."""
+    if not isinstance(value, Tensor) or value.dim() == 0:
+        return value
+    step_shape = tuple(x_t.shape[1:])
+    if value.dim() == 1 and len(step_shape) >= 1 and value.shape[0] == step_shape[0]:
+        return value.view(-1, *([1] * (len(step_shape) - 1)))
+    if tuple(value.shape) == step_shape:
+        return value
+    raise ValueError(
+        f"threshold of shape {tuple(value.shape)} does not fit a time step of shape "
+        f"{step_shape}: expected a scalar, [C={step_shape[0]}] or {step_shape}"
+    )
+
+
+class MembraneBN(nn.Module):
+    """Membrane Potential Batch Normalization (MPBN Eq. 7), applied inside a :class:`LIF`.
+
+    Normalizes ``u_pre[t]`` with the batch statistics of step ``t`` in training and with shared
+    running statistics in evaluation (see :mod:`mpbn.functional.norm`). Parameters and buffers
+    carry BN's names (``weight`` = lambda, ``bias`` = beta, ``running_mean``, ``running_var``).
+
+    Args:
+        granularity: ``"channel"`` (one set per channel, statistics over batch and space) or
+            ``"element"`` (MPBN Sec. 5.2: one set per neuron ``(C, H, W)``, statistics over
+            the batch).
+        num_features: Channel count (dim 2 of ``[T, B, C, ...]``) for ``"channel"``.
+        feature_shape: Per-step shape ``(C, H, W)`` (or ``(C,)``) for ``"element"``.
+        eps: Added to the variance, as in BN.
+        momentum: Running-statistics momentum, as in BN.
+
+    Note:
+        Not a subclass of ``nn.BatchNorm*`` on purpose: ``nn.SyncBatchNorm.convert_sync_batchnorm``
+        would replace it with a layer that normalizes the wrong dimension of ``[T, B, C, ...]``.
+        Use :func:`mpbn.engine.distributed.convert_sync_norms` for distributed runs.
+    """
+
+    def __init__(
+        self,
+        granularity: str = "channel",
+        num_features: int | None = None,
+        feature_shape: Sequence[int] | None = None,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if granularity not in MEMBRANE_NORMS:
+            raise ValueError(
+                f"unknown membrane_norm {granularity!r}; valid: None, {', '.join(MEMBRANE_NORMS)}"
+            )
+        if granularity == "channel":
+            if not isinstance(num_features, int) or num_features <= 0:
+                raise ValueError(
+                    f"membrane_norm='channel' needs num_features, a positive channel count; "
+                    f"got {num_features!r}"
+                )
+            shape: tuple[int, ...] = (num_features,)
+        else:
+            if not feature_shape or any(int(s) <= 0 for s in feature_shape):
+                raise ValueError(
+                    "membrane_norm='element' needs feature_shape, the per-step shape such as "
+                    f"(C, H, W); got {feature_shape!r}"
+                )
+            shape = tuple(int(s) for s in feature_shape)
+        self.granularity = granularity
+        self.feature_shape = shape
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("running_mean", torch.zeros(shape))
+        self.register_buffer("running_var", torch.ones(shape))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        # Set by convert_sync_norms: per-step statistics are then reduced over this group.
+        self.process_group: object | None = None
+
+    @property
+    def num_features(self) -> int:
+        return self.feature_shape[0]
+
+    def extra_repr(self) -> str:
+        return f"{self.granularity}, shape={self.feature_shape}, eps={self.eps}, momentum={self.momentum}"
+
+    def check_step_shape(self, x_seq: Tensor) -> None:
+        """Raise a ValueError unless ``x_seq`` is ``[T, B, ...]`` matching this norm."""
+        if self.granularity == "channel":
+            ok = x_seq.dim() >= 3 and x_seq.shape[2] == self.feature_shape[0]
+            want = f"[T, B, C={self.feature_shape[0]}, ...]"
+        else:
+            ok = x_seq.dim() >= 3 and tuple(x_seq.shape[2:]) == self.feature_shape
+            want = f"[T, B, {', '.join(map(str, self.feature_shape))}]"
+        if not ok:
+            raise ValueError(
+                f"{self.granularity}-wise MembraneBN expects input {want}, got {tuple(x_seq.shape)}"
+            )
+
+    def _features(self, u_pre: Tensor) -> Tensor:
+        # Element-wise statistics are per neuron: flatten (C, H, W) into BN's feature axis.
+        return u_pre if self.granularity == "channel" else u_pre.flatten(1)
+
+    def _flat(self, t: Tensor) -> Tensor:
+        return t.reshape(-1)
+
+    def _batch_norm_train(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.process_group is not None:
+            from mpbn.engine.distributed import sync_normalize_with_batch_stats
+
+            return sync_normalize_with_batch_stats(
+                x, self._flat(self.weight), self._flat(self.bias), self.eps, self.process_group
+            )
+        return normalize_with_batch_stats(x, self._flat(self.weight), self._flat(self.bias), self.eps)
+
+    @contextmanager
+    def through_time(self) -> Iterator[Callable[[Tensor, int], Tensor]]:
+        """Yield ``normalize(u_pre, t)`` for one forward pass over time.
+
+        In training, per-step batch statistics are collected and, when the pass ends, folded
+        into the running statistics once (:func:`mpbn.functional.norm.update_running_stats`).
+        """
+        means: list[Tensor] = []
+        variances: list[Tensor] = []
+        training = self.training
+
+        def normalize(u_pre: Tensor, t: int) -> Tensor:
+            x = self._features(u_pre)
+            if training:
+                y, mean, var = self._batch_norm_train(x)
+                means.append(mean)
+                variances.append(var)
+            else:
+                y = normalize_with_running_stats(
+                    x, self._flat(self.weight), self._flat(self.bias),
+                    self._flat(self.running_mean), self._flat(self.running_var), self.eps,
+                )
+            return y.view_as(u_pre)
+
+        yield normalize
+        if training and means:
+            update_running_stats(
+                self._flat(self.running_mean), self._flat(self.running_var),
+                torch.stack(means), torch.stack(variances), self.momentum,
+            )
+            self.num_batches_tracked.add_(1)
+
+
+class LIF(nn.Module):
+    """Multi-step leaky integrate-and-fire neuron over ``[T, B, ...]`` (MPBN Eq. 1-2).
+
+    With ``membrane_norm`` it is the MPBN neuron (Eq. 7-8): the potential compared with the
+    threshold is ``MPBN(u_pre)``, and the reset acts on the un-normalized ``u_pre``. The state
+    starts at zero in every call; nothing is remembered between calls.
+
+    Args:
+        decay: Leak ``tau`` of Eq. 1 (0.25 in MPBN Sec. 5; BNTT's ``lambda``).
+        v_threshold: ``V_th``: a float, a per-channel ``[C]`` tensor or a per-element
+            ``(C, H, W)`` tensor (folded neurons).
+        reset: ``"hard"`` (MPBN) or ``"soft"`` (BNTT: subtract the threshold).
+        surrogate: Surrogate gradient name (``rectangle``, ``tanh``, ``linear``, ``sigmoid``,
+            ``atan``; see :mod:`mpbn.functional.surrogate`).
+        alpha: Surrogate parameter; ``None`` takes the surrogate's default.
+        membrane_norm: ``None``, ``"channel"`` or ``"element"`` (MPBN).
+        num_features: Channel count for ``membrane_norm="channel"``.
+        feature_shape: Per-step shape ``(C, H, W)`` for ``membrane_norm="element"``.
+        threshold_sign: Optional ±1 tensor like ``v_threshold``: where -1 the neuron fires
+            below its threshold (set by :func:`mpbn.fold` for negative MPBN scales).
+        reset_amount: What a soft reset subtracts; defaults to ``v_threshold``.
+        detach_reset: Stop gradients through the reset.
+        eps: MPBN epsilon.
+        momentum: MPBN running-statistics momentum.
+    """
+
+    def __init__(
+        self,
+        *,
+        decay: float = 0.25,
+        v_threshold: float | Tensor = 0.5,
+        reset: str = "hard",
+        surrogate: str = "rectangle",
+        alpha: float | None = None,
+        membrane_norm: str | None = None,
+        num_features: int | None = None,
+        feature_shape: Sequence[int] | None = None,
+        threshold_sign: Tensor | None = None,
+        reset_amount: float | Tensor | None = None,
+        detach_reset: bool = False,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        # Validates decay, reset and surrogate with one-line errors.
+        LIFParams(decay=decay, reset=reset, surrogate=surrogate, alpha=alpha)
+        if not isinstance(v_threshold, Tensor) and not math.isfinite(v_threshold):
+            raise ValueError(f"v_threshold must be finite, got {v_threshold}")
+        self.decay = float(decay)
+        self.reset = reset
+        self.surrogate = surrogate
+        self.alpha = alpha
+        self.detach_reset = detach_reset
+        self._set_tensor_or_float("v_threshold", v_threshold)
+        self._set_tensor_or_float("reset_amount", reset_amount)
+        self._set_tensor_or_float("threshold_sign", threshold_sign)
+        self.membrane_norm: MembraneBN | None = None
+        if membrane_norm is not None:
+            self.membrane_norm = MembraneBN(
+                membrane_norm, num_features=num_features, feature_shape=feature_shape,
+                eps=eps, momentum=momentum,
+            )
+
+    def _set_tensor_or_float(self, name: str, value: float | Tensor | None) -> None:
+        if isinstance(value, Tensor):
+            self.register_buffer(name, value.detach().clone().float()
+                                 if not value.is_floating_point() else value.detach().clone())
+        else:
+            setattr(self, name, None if value is None else float(value))
+
+    def params_for(self, x_t: Tensor) -> LIFParams:
+        """The :class:`LIFParams` of this neuron, thresholds shaped for one step ``x_t``."""
+        sign = self.threshold_sign
+        amount = self.reset_amount
+        return LIFParams(
+            decay=self.decay,
+            v_threshold=broadcast_per_step(self.v_threshold, x_t),
+            reset=self.reset,
+            surrogate=self.surrogate,
+            alpha=self.alpha,
+            threshold_sign=None if sign is None else broadcast_per_step(sign, x_t),
+            reset_amount=None if amount is None else broadcast_per_step(amount, x_t),
+            detach_reset=self.detach_reset,
+        )
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Spikes ``[T, B, ...]`` (the input's dtype) for input currents ``x_seq [T, B, ...]``."""
+        if x_seq.dim() < 2:
+            raise ValueError(f"LIF expects a sequence [T, B, ...], got shape {tuple(x_seq.shape)}")
+        params = self.params_for(x_seq[0])
+        if self.membrane_norm is None:
+            return run_over_time(lambda c, u, t: lif_step(c, u, params), x_seq)
+        self.membrane_norm.check_step_shape(x_seq)
+        with self.membrane_norm.through_time() as normalize:
+            return run_over_time(lambda c, u, t: lif_step(c, u, params, normalize, t), x_seq)
+
+    def extra_repr(self) -> str:
+        th = self.v_threshold
+        th_text = f"{th}" if not isinstance(th, Tensor) else f"tensor{tuple(th.shape)}"
+        return (f"decay={self.decay}, v_threshold={th_text}, reset={self.reset}, "
+                f"surrogate={self.surrogate}")
+
+
+def create_neuron(
+    num_features: int | None = None,
+    *,
+    feature_shape: Sequence[int] | None = None,
+    membrane_norm: str | None = None,
+    **neuron_kwargs: object,
+) -> LIF:
+    """Build a :class:`LIF`, giving MPBN the size it needs (the factory models call).
+
+    Args:
+        num_features: Channel count of the layer the neuron follows.
+        feature_shape: Per-step shape; needed for element-wise MPBN.
+        membrane_norm: ``None``/``"none"``, ``"channel"`` or ``"element"``.
+        **neuron_kwargs: Passed to :class:`LIF` (decay, v_threshold, reset, surrogate, ...).
+    """
+    if membrane_norm == "none":
+        membrane_norm = None
+    if membrane_norm == "element" and feature_shape is None:
+        raise ValueError(
+            "element-wise MPBN needs the per-step feature shape (C, H, W) of the layer; "
+            "it is unknown here (give feature_shape, or use mpbn='channel')"
+        )
+    return LIF(membrane_norm=membrane_norm, num_features=num_features,
+               feature_shape=feature_shape, **neuron_kwargs)  # type: ignore[arg-type]
