@@ -1,0 +1,190 @@
+"""CIFAR-10/100 from the official python-version folders or archives."""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .download import download, md5sum, report_mismatches
+from .safe_pickle import load_pickle
+
+
+@dataclass(frozen=True)
+class CifarVariant:
+    """Where a CIFAR release lives and how to check it."""
+
+    name: str
+    folder: str
+    archive: str
+    url: str
+    archive_md5: str
+    train_files: tuple[tuple[str, str], ...]
+    test_files: tuple[tuple[str, str], ...]
+    label_key: str
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# Per-file MD5s as torchvision lists them; the archive MD5s are the published ones.
+CIFAR10 = CifarVariant(
+    name="cifar10",
+    folder="cifar-10-batches-py",
+    archive="cifar-10-python.tar.gz",
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    archive_md5="c58f30108f718f92721af3b95e74349a",
+    train_files=(
+        ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+        ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+        ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+        ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+        ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+    ),
+    test_files=(("test_batch", "40351d587109b95175f43aff81a1287e"),),
+    label_key="labels",
+    num_classes=10,
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+)
+CIFAR100 = CifarVariant(
+    name="cifar100",
+    folder="cifar-100-python",
+    archive="cifar-100-python.tar.gz",
+    url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    archive_md5="eb9058c3a382ffc7106e4002c42a8d85",
+    train_files=(("train", "16019d7e3df5f24257cddd939b257f8d"),),
+    test_files=(("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
+    label_key="fine_labels",
+    num_classes=100,
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+)
+VARIANTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+@dataclass
+class ArrayDataset:
+    """Images ``[N, C, H, W]`` uint8 and labels ``[N]`` int64 of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def _decode_batch(blob: bytes, source: str, variant: CifarVariant) -> ArrayDataset:
+    """Turn one unpickled batch into arrays, checking the layout the format promises."""
+    entry = load_pickle(blob, source)
+    if not isinstance(entry, dict):
+        raise ValueError(f"{source}: expected a dict batch, found {type(entry).__name__}")
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    data, labels = entry.get("data"), entry.get(variant.label_key)
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+    ):
+        found = getattr(data, "shape", type(data).__name__)
+        raise ValueError(f"{source}: expected 'data' as uint8 [N, 3072], found {found}")
+    labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    if labels is None or labels.shape != (len(data),):
+        raise ValueError(f"{source}: expected '{variant.label_key}' with {len(data)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= variant.num_classes):
+        raise ValueError(f"{source}: labels outside [0, {variant.num_classes})")
+    return ArrayDataset(data.reshape(-1, 3, 32, 32), labels)
+
+
+def _concat(parts: list[ArrayDataset]) -> ArrayDataset:
+    return ArrayDataset(
+        np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
+    )
+
+
+def _read_folder(folder: Path, variant: CifarVariant, strict: bool):
+    mismatches = []
+    splits = []
+    for files in (variant.train_files, variant.test_files):
+        parts = []
+        for name, md5 in files:
+            path = folder / name
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} not found: expected the {variant.folder} layout "
+                    f"({', '.join(n for n, _ in variant.train_files + variant.test_files)})"
+                )
+            if md5sum(path) != md5:
+                mismatches.append(name)
+            parts.append(_decode_batch(path.read_bytes(), str(path), variant))
+        splits.append(_concat(parts))
+    if mismatches:
+        report_mismatches(
+            [f"{folder}: MD5 of {', '.join(mismatches)} differ from the official files"],
+            strict=strict,
+        )
+    return splits[0], splits[1]
+
+
+def _read_archive(archive: Path, variant: CifarVariant, strict: bool):
+    actual = md5sum(archive)
+    if actual != variant.archive_md5:
+        report_mismatches(
+            [f"{archive}: MD5 {actual}, expected {variant.archive_md5}"], strict=strict
+        )
+    splits = []
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            # Members are read straight from the archive: nothing is extracted to disk.
+            for files in (variant.train_files, variant.test_files):
+                parts = []
+                for name, _ in files:
+                    member_name = f"{variant.folder}/{name}"
+                    try:
+                        handle = tar.extractfile(member_name)
+                    except KeyError:
+                        handle = None
+                    if handle is None:
+                        raise ValueError(f"{archive}: member {member_name} missing")
+                    parts.append(_decode_batch(handle.read(), f"{archive}:{member_name}", variant))
+                splits.append(_concat(parts))
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ValueError(f"{archive}: not a readable .tar.gz archive ({error})") from None
+    return splits[0], splits[1]
+
+
+def load_cifar(
+    name: str, root: Path, *, download_missing: bool = False, strict_checksum: bool = False
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """Load the train and test splits of CIFAR-10 or CIFAR-100.
+
+    Looks for, in order: ``root/<folder>/``, ``root`` itself holding the batch files, and
+    ``root/<archive>.tar.gz`` (read without extracting). When none exists and
+    ``download_missing`` is set, the archive is downloaded and verified first.
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar100"``.
+        root: Dataset folder.
+        download_missing: Download the official archive when nothing is found.
+        strict_checksum: Refuse local files whose MD5 differs from the official one.
+
+    Returns:
+        ``(train, test)`` arrays.
+
+    Raises:
+        FileNotFoundError: Nothing usable under ``root`` and no download requested.
+        ValueError: Malformed files, or a checksum mismatch with ``strict_checksum``.
+    """
+    variant = VARIANTS[name]
+    first_file = variant.train_files[0][0]
+    for folder in (root / variant.folder, root):
+        if (folder / first_file).is_file():
+            return _read_folder(folder, variant, strict_checksum)
+    archive = root / variant.archive
+    if not archive.is_file() and download_missing:
+        download(variant.url, root, variant.archive, variant.archive_md5)
+    if archive.is_file():
+        return _read_archive(archive, variant, strict_checksum)
+    raise FileNotFoundError(
+        f"{root}: expected {variant.folder}/ or {variant.archive} (pass download=True to fetch it)"
+    )

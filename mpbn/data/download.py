@@ -1,0 +1,127 @@
+"""Downloads with MD5 verification, and checksum policy for local copies."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched; the message says where to place it by hand."""
+
+
+def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex MD5 of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_md5(path: Path, expected: str | None, *, strict: bool) -> bool:
+    """Compare a local file with its published MD5.
+
+    A mismatch is a warning by default because legitimate local copies (re-encoded, repacked)
+    differ from the official files; ``strict`` turns it into an error.
+
+    Args:
+        path: File to check.
+        expected: Published MD5, or ``None`` to skip.
+        strict: Raise instead of warning on mismatch.
+
+    Returns:
+        ``True`` when the checksum matches or was skipped.
+
+    Raises:
+        ValueError: On mismatch with ``strict``.
+    """
+    if expected is None:
+        return True
+    actual = md5sum(path)
+    if actual == expected:
+        return True
+    message = f"{path}: MD5 {actual} does not match the official {expected}"
+    if strict:
+        raise ValueError(message + " (strict_checksum=True)")
+    warnings.warn(
+        message + "; loading it anyway (pass strict_checksum=True to refuse)", stacklevel=3
+    )
+    return False
+
+
+def fetch(url: str, destination: Path, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """Copy ``url`` to ``destination`` (any scheme urllib knows, including ``file://``).
+
+    Raises:
+        DownloadError: When the URL cannot be reached.
+    """
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            open(destination, "wb") as out,
+        ):
+            shutil.copyfileobj(response, out, length=1 << 20)
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(
+            f"could not download {url} ({reason}); without network access, place "
+            f"{destination.name} under {destination.parent} by hand"
+        ) from None
+
+
+def download(url: str, root: Path, filename: str, md5: str | None) -> Path:
+    """Download ``url`` to ``root/filename`` unless it exists, verifying the MD5 first.
+
+    The file is written under a temporary name and renamed only after the checksum matches,
+    so an interrupted or corrupted download never masquerades as the real file, and an existing
+    user file is never overwritten.
+
+    Args:
+        url: Source URL.
+        root: Target folder, created if needed.
+        filename: Name of the file under ``root``.
+        md5: Expected MD5, or ``None`` to skip verification.
+
+    Returns:
+        Path of the downloaded (or already present) file.
+
+    Raises:
+        DownloadError: When the URL is unreachable or the checksum does not match.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / filename
+    if target.exists():
+        return target
+    partial = root / f".{filename}.part{os.getpid()}"
+    try:
+        fetch(url, partial)
+        actual = md5sum(partial)
+        if md5 is not None and actual != md5:
+            raise DownloadError(f"downloaded {url} has MD5 {actual}, expected {md5}; not kept")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def report_mismatches(mismatches: list[str], *, strict: bool) -> None:
+    """Warn once (or raise with ``strict``) about local files whose MD5 is not the official one.
+
+    Args:
+        mismatches: One ``"path: MD5 x, expected y"`` entry per file.
+        strict: Raise ``ValueError`` instead of warning.
+    """
+    if not mismatches:
+        return
+    message = "checksum mismatch: " + "; ".join(mismatches)
+    if strict:
+        raise ValueError(message + " (strict_checksum=True)")
+    warnings.warn(message + "; loading anyway (pass strict_checksum=True to refuse)", stacklevel=3)

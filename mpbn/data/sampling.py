@@ -1,0 +1,105 @@
+"""Seeded, shardable epoch orders shared by all loaders.
+
+Every random stream is derived from ``(seed, epoch[, rank])`` so that after ``set_epoch(e)`` an
+epoch is replayed exactly (resume equals uninterrupted), and ranks of a distributed job agree on
+the permutation while drawing independent augmentations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+
+def derive_seed(*parts: int | str) -> int:
+    """Hash any parts into a 63-bit seed; stable across processes and Python versions."""
+    text = "/".join(str(part) for part in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(seed)
+    return generator
+
+
+def epoch_indices(
+    num_samples: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pad: bool = True,
+) -> torch.Tensor:
+    """Indices one rank visits in one epoch, like ``DistributedSampler``.
+
+    The permutation depends only on ``(seed, epoch)`` so all ranks agree; rank ``r`` takes
+    every ``world_size``-th index starting at ``r``. With ``pad`` the order is padded with its
+    own head so every rank gets the same count (DDP needs equal step counts); without it the
+    shards are disjoint and cover the set exactly (use for evaluation).
+
+    Args:
+        num_samples: Size of the dataset.
+        shuffle: Draw a seeded permutation instead of the natural order.
+        seed: Base seed.
+        epoch: Epoch number.
+        rank: This process's rank.
+        world_size: Number of processes.
+        pad: Pad to a multiple of ``world_size``.
+
+    Returns:
+        Int64 CPU tensor of indices.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    if shuffle:
+        order = torch.randperm(num_samples, generator=make_generator(derive_seed(seed, epoch)))
+    else:
+        order = torch.arange(num_samples)
+    if pad and world_size > 1 and num_samples % world_size:
+        total = -(-num_samples // world_size) * world_size
+        repeats = -(-total // max(num_samples, 1))
+        order = order.repeat(repeats)[:total]
+    return order[rank::world_size]
+
+
+def subset_indices(
+    targets: np.ndarray, size: int | None, seed: int, *, stratified: bool = True
+) -> np.ndarray:
+    """Deterministic subset of ``size`` samples, stratified by class when possible.
+
+    Each class gets ``size * class_fraction`` samples (largest remainders get the rest), drawn
+    by a seeded permutation; the result is sorted so the subset keeps the file order.
+
+    Args:
+        targets: Integer labels ``[N]``.
+        size: Subset size, or ``None`` for all samples.
+        seed: Seed of the draw.
+        stratified: Keep class proportions; otherwise draw uniformly.
+
+    Returns:
+        Sorted int64 indices into ``targets``.
+    """
+    count = len(targets)
+    if size is None or size >= count:
+        return np.arange(count)
+    if size <= 0:
+        raise ValueError(f"subset size must be positive, got {size}")
+    rng = np.random.default_rng(derive_seed("subset", seed))
+    if not stratified:
+        return np.sort(rng.permutation(count)[:size])
+    classes, counts = np.unique(targets, return_counts=True)
+    exact = counts * size / count
+    quota = np.floor(exact).astype(np.int64)
+    leftover = size - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:leftover]] += 1
+    chosen = [
+        rng.permutation(np.flatnonzero(targets == label))[:take]
+        for label, take in zip(classes, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
