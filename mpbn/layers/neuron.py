@@ -22,7 +22,7 @@ MEMBRANE_NORMS = ("channel", "element")
 
 
 def broadcast_per_step(value: float | Tensor, x_t: Tensor) -> float | Tensor:
-    """Shape a scalar, per-channel ``[C]`` or per-element ``(C, ...)`` tensor for ``x_t [B, C, ...]``."""
+    """Shape a scalar, per-channel ``[C]`` or per-element ``(C, ...)`` value for one step."""
     if not isinstance(value, Tensor) or value.dim() == 0:
         return value
     step_shape = tuple(x_t.shape[1:])
@@ -101,7 +101,8 @@ class MembraneBN(nn.Module):
         return self.feature_shape[0]
 
     def extra_repr(self) -> str:
-        return f"{self.granularity}, shape={self.feature_shape}, eps={self.eps}, momentum={self.momentum}"
+        return (f"{self.granularity}, shape={self.feature_shape}, eps={self.eps}, "
+                f"momentum={self.momentum}")
 
     def check_step_shape(self, x_seq: Tensor) -> None:
         """Raise a ValueError unless ``x_seq`` is ``[T, B, ...]`` matching this norm."""
@@ -130,7 +131,8 @@ class MembraneBN(nn.Module):
             return sync_normalize_with_batch_stats(
                 x, self._flat(self.weight), self._flat(self.bias), self.eps, self.process_group
             )
-        return normalize_with_batch_stats(x, self._flat(self.weight), self._flat(self.bias), self.eps)
+        return normalize_with_batch_stats(x, self._flat(self.weight), self._flat(self.bias),
+                                          self.eps)
 
     @contextmanager
     def through_time(self) -> Iterator[Callable[[Tensor, int], Tensor]]:

@@ -1,0 +1,82 @@
+import copy
+
+import pytest
+import torch
+
+import mpbn
+
+
+def _trained_like(lif: mpbn.LIF, generator: torch.Generator) -> None:
+    """Random statistics and parameters, including negative, zero and tiny scales."""
+    norm = lif.membrane_norm
+    n = norm.weight.numel()
+    with torch.no_grad():
+        w = torch.randn(n, generator=generator, dtype=torch.float64)
+        special = torch.tensor([-0.7, 0.0, 1e-12, -1e-12, 0.0, 3.0], dtype=torch.float64)
+        w[: len(special)] = special
+        b = torch.randn(n, generator=generator, dtype=torch.float64) * 0.5
+        b[4] = 0.5  # lambda == 0 and beta == V_th: never fires
+        b[1] = 0.9  # lambda == 0 and beta > V_th: always fires
+        var = torch.rand(n, generator=generator, dtype=torch.float64) * 2
+        var[:3] = 1e-12  # tiny variances
+        norm.weight.copy_(w.view_as(norm.weight))
+        norm.bias.copy_(b.view_as(norm.bias))
+        norm.running_mean.copy_(torch.randn(n, generator=generator,
+                                            dtype=torch.float64).view_as(norm.running_mean))
+        norm.running_var.copy_(var.view_as(norm.running_var))
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_fold_is_bit_exact_in_float64(granularity, reset):
+    g = torch.Generator().manual_seed(1)
+    C, H, W = 8, 4, 4
+    kw = dict(num_features=C) if granularity == "channel" else dict(feature_shape=(C, H, W))
+    lif = mpbn.LIF(membrane_norm=granularity, reset=reset, **kw).double().eval()
+    _trained_like(lif, g)
+    before = copy.deepcopy(lif.state_dict())
+    folded = mpbn.fold(lif)
+    x = torch.randn(6, 32, C, H, W, generator=g, dtype=torch.float64)
+    report = mpbn.spike_mismatch(lif, folded, x)
+    assert report.total_mismatches == 0
+    assert folded.membrane_norm is None
+    assert folded.threshold_sign is not None  # negative lambdas fire below the threshold
+    # The original is untouched.
+    for k, v in lif.state_dict().items():
+        assert torch.equal(v, before[k])
+    # Constant neurons: lambda == 0 fires always iff beta > V_th.
+    spikes = folded(x)
+    per_neuron = spikes.movedim(2, 0).flatten(1) if granularity == "channel" else \
+        spikes.flatten(2).movedim(2, 0).flatten(1)
+    assert per_neuron[1].all() and not per_neuron[4].any()
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_fold_float32_mismatch_rate_is_tiny(granularity):
+    g = torch.Generator().manual_seed(2)
+    C, H, W = 16, 8, 8
+    kw = dict(num_features=C) if granularity == "channel" else dict(feature_shape=(C, H, W))
+    lif = mpbn.LIF(membrane_norm=granularity, **kw).double().eval()
+    _trained_like(lif, g)
+    lif = lif.float()
+    x = torch.randn(4, 64, C, H, W, generator=g)
+    report = mpbn.spike_mismatch(lif, mpbn.fold(lif), x)
+    print(f"float32 {granularity}-wise fold: {report.total_mismatches} of {sum(report.totals)} "
+          f"spikes differ (rate {report.rate:.2e})")
+    assert report.rate < 1e-4
+
+
+def test_fold_inside_a_module_tree_replaces_every_mpbn_neuron():
+    model = torch.nn.Sequential(
+        torch.nn.Identity(),
+        torch.nn.Sequential(mpbn.LIF(membrane_norm="channel", num_features=3)),
+        mpbn.LIF(membrane_norm="element", feature_shape=(3,)),
+    ).double()
+    model.train()
+    x = torch.randn(3, 16, 3, dtype=torch.float64)
+    model(x)  # non-trivial running statistics
+    folded = mpbn.fold(model)
+    assert not any(isinstance(m, mpbn.MembraneBN) for m in folded.modules())
+    assert any(isinstance(m, mpbn.MembraneBN) for m in model.modules())
+    assert mpbn.spike_mismatch(model, folded, x).total_mismatches == 0
+    assert model.training  # restored

@@ -1,0 +1,129 @@
+import pytest
+import torch
+from torch.testing import assert_close
+
+import mpbn
+from mpbn.functional.surrogate import DEFAULT_ALPHA, SURROGATES, surrogate_primitive
+
+
+def test_lif_module_matches_hand_computed_sequence():
+    x = torch.tensor([0.3, 0.3, 0.6, 0.1]).view(4, 1, 1)
+    assert mpbn.LIF()(x).flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_returns_input_dtype_and_forgets_state_between_calls():
+    lif = mpbn.LIF()
+    x = torch.rand(3, 2, 4, dtype=torch.float64)
+    first = lif(x)
+    assert first.dtype == torch.float64
+    assert torch.equal(first, lif(x))
+
+
+def test_per_channel_and_per_element_thresholds():
+    x = torch.rand(2, 4, 3, 5, 5)
+    per_channel = torch.tensor([0.1, 0.5, 2.0])
+    o = mpbn.LIF(v_threshold=per_channel)(x)
+    o_ref = torch.stack([mpbn.LIF(v_threshold=float(v))(x[:, :, i]) for i, v in
+                         enumerate(per_channel)], dim=2)
+    assert torch.equal(o, o_ref)
+    per_element = torch.rand(3, 5, 5)
+    o = mpbn.LIF(decay=0.0, v_threshold=per_element)(x)
+    assert torch.equal(o, (x > per_element).float())
+    with pytest.raises(ValueError, match="does not fit a time step"):
+        mpbn.LIF(v_threshold=torch.rand(7))(x)
+
+
+def _reference_mpbn_lif(x, weight, bias, decay, v_th, reset, surrogate, granularity, eps=1e-5):
+    """Independent float64 reference: explicit statistics, straight-through spikes."""
+    alpha = DEFAULT_ALPHA[surrogate]
+    dims = (0, 2, 3) if granularity == "channel" else (0,)
+    shape = (1, -1, 1, 1) if granularity == "channel" else (1, *weight.shape)
+    u = torch.zeros_like(x[0])
+    out, means, vars_ = [], [], []
+    for t in range(x.shape[0]):
+        u_pre = decay * u + x[t]
+        mean = u_pre.mean(dims, keepdim=True)
+        var = u_pre.var(dims, unbiased=False, keepdim=True)
+        v = weight.view(shape) * (u_pre - mean) / torch.sqrt(var + eps) + bias.view(shape)
+        soft = surrogate_primitive(surrogate, v - v_th, v_th, alpha)
+        o = soft + ((v - v_th > 0).to(x.dtype) - soft).detach()
+        u = u_pre * (1 - o) if reset == "hard" else u_pre - o * v_th
+        out.append(o)
+        means.append(mean.flatten().detach())
+        vars_.append(u_pre.var(dims, unbiased=True).flatten().detach())
+    return torch.stack(out), torch.stack(means), torch.stack(vars_)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_mpbn_training_matches_reference_forward_and_bptt(granularity, surrogate, reset):
+    torch.manual_seed(0)
+    T, B, C, H, W = 3, 6, 2, 3, 3
+    kw = dict(num_features=C) if granularity == "channel" else dict(feature_shape=(C, H, W))
+    lif = mpbn.LIF(membrane_norm=granularity, reset=reset, surrogate=surrogate, **kw).double()
+    with torch.no_grad():
+        lif.membrane_norm.weight.uniform_(-1.5, 1.5)
+        lif.membrane_norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(T, B, C, H, W, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(T, B, C, H, W, dtype=torch.float64)
+
+    out = lif(x)
+    grads = torch.autograd.grad((out * probe).sum(),
+                                [x, lif.membrane_norm.weight, lif.membrane_norm.bias])
+
+    w = lif.membrane_norm.weight.detach().clone().requires_grad_()
+    b = lif.membrane_norm.bias.detach().clone().requires_grad_()
+    ref, means, variances = _reference_mpbn_lif(x, w, b, 0.25, 0.5, reset, surrogate, granularity)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), [x, w, b])
+
+    assert torch.equal(out, ref)
+    for g, g_ref in zip(grads, ref_grads, strict=True):
+        assert_close(g, g_ref)
+    # Gradient flows through time and into MPBN's parameters.
+    assert grads[0][0].abs().sum() > 0 and grads[1].abs().sum() > 0 and grads[2].abs().sum() > 0
+    # Running statistics: one update with the step-averaged batch statistics.
+    assert_close(lif.membrane_norm.running_mean.flatten(), 0.1 * means.mean(0))
+    assert_close(lif.membrane_norm.running_var.flatten(), 0.9 + 0.1 * variances.mean(0))
+
+
+def test_bptt_reaches_earlier_steps():
+    lif = mpbn.LIF(surrogate="sigmoid").double()
+    x = torch.rand(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(lif(x)[-1].sum(), x)
+    assert (g[0] != 0).all()  # the last step's spikes depend on the first step's input
+
+
+def test_mpbn_eval_uses_running_statistics():
+    lif = mpbn.LIF(membrane_norm="channel", num_features=2).double().eval()
+    with torch.no_grad():
+        lif.membrane_norm.running_mean.copy_(torch.tensor([1.0, -1.0]))
+        lif.membrane_norm.running_var.copy_(torch.tensor([4.0, 0.25]))
+    x = torch.randn(1, 5, 2, dtype=torch.float64)  # T = 1: u_pre = x
+    v = (x - torch.tensor([1.0, -1.0])) / torch.sqrt(torch.tensor([4.0, 0.25]) + 1e-5)
+    assert torch.equal(lif(x), (v > 0.5).double())
+
+
+@pytest.mark.parametrize("kwargs, shape, match", [
+    (dict(membrane_norm="channel", num_features=3), (2, 4, 5), r"\[T, B, C=3, \.\.\.\]"),
+    (dict(membrane_norm="element", feature_shape=(3, 4, 4)), (2, 1, 3, 4, 5), r"\[T, B, 3, 4, 4\]"),
+    (dict(), (5,), r"\[T, B, \.\.\.\]"),
+])
+def test_wrong_input_shape_is_a_clear_error(kwargs, shape, match):
+    with pytest.raises(ValueError, match=match):
+        mpbn.LIF(**kwargs)(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(membrane_norm="channel"), "needs num_features"),
+    (dict(membrane_norm="element"), "needs feature_shape"),
+    (dict(membrane_norm="layer"), "valid: None, channel, element"),
+])
+def test_bad_membrane_norm_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mpbn.LIF(**kwargs)
+
+
+def test_create_neuron_refuses_element_without_shape():
+    with pytest.raises(ValueError, match="element-wise MPBN needs the per-step feature shape"):
+        mpbn.create_neuron(16, membrane_norm="element")
