@@ -1,0 +1,147 @@
+"""Two gloo processes with synchronized norms equal one process with the doubled batch."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from mpbn.engine.distributed import (
+    convert_sync_norms,
+    sync_batch_norm,
+    sync_normalize_with_batch_stats,
+)
+from mpbn.layers import LIF, SeqBatchNorm
+from mpbn.layers.neuron import MembraneBN
+from mpbn.layers.norm import SeqLayerNorm
+
+T, BATCH = 3, 8  # BATCH is the global batch; each of the two ranks holds half of it
+
+
+class TinyNet(nn.Module):
+    """conv -> SeqBatchNorm -> LIF with channel-wise MPBN -> mean -> linear, over [T, B, ...]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.norm = SeqBatchNorm(4)
+        self.neuron = LIF(membrane_norm="channel", num_features=4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        t, b = x_seq.shape[:2]
+        y = self.conv(x_seq.flatten(0, 1)).view(t, b, 4, *x_seq.shape[-2:])
+        y = self.neuron(self.norm(y))
+        # The conv output also feeds the head directly so gradients do not hinge on spikes only.
+        features = y.mean((0, 3, 4)) + self.norm(y).mean((0, 3, 4))
+        return self.head(features)
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor, TinyNet]:
+    torch.manual_seed(0)
+    model = TinyNet().double()
+    x = torch.randn(T, BATCH, 2, 5, 5, dtype=torch.float64) * 2
+    target = torch.randint(0, 3, (BATCH,))
+    return x, target, model
+
+
+def _step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    nn.functional.cross_entropy(out, target).backward()
+    return out
+
+
+def _worker(rank: int, port: int, path: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        x, target, model = _data()
+        convert_sync_norms(model)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        half = BATCH // 2
+        part = slice(rank * half, (rank + 1) * half)
+        out = _step(ddp, x[:, part], target[part])
+        torch.save({
+            "out": out.detach(),
+            "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()},
+            "buffers": {n: b.clone() for n, b in model.named_buffers()},
+        }, f"{path}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_with_doubled_batch(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    x, target, model = _data()
+    out = _step(model, x, target)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach())
+    for name, p in model.named_parameters():
+        for r in ranks:
+            torch.testing.assert_close(r["grads"][name], p.grad, msg=f"gradient of {name}")
+    for name, b in model.named_buffers():
+        for r in ranks:
+            torch.testing.assert_close(r["buffers"][name], b, msg=f"buffer {name}")
+
+
+def _single_worker_group(port: int) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                            world_size=1)
+
+
+def test_sync_functions_match_local_bn_in_a_world_of_one():
+    _single_worker_group(_free_port())
+    try:
+        torch.manual_seed(1)
+        x = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
+        w = torch.rand(3, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        rm2, rv2 = rm.clone(), rv.clone()
+        y = sync_batch_norm(x, w, b, rm, rv, 1e-5, 0.1, dist.group.WORLD)
+        y_ref = nn.functional.batch_norm(x, rm2, rv2, w, b, True, 0.1, 1e-5)
+        torch.testing.assert_close(y, y_ref)
+        torch.testing.assert_close((rm, rv), (rm2, rv2))
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad(y, (x, w, b), g)
+        grads_ref = torch.autograd.grad(y_ref, (x, w, b), g)
+        torch.testing.assert_close(grads, grads_ref)
+        y2, mean, var = sync_normalize_with_batch_stats(x, w, b, 1e-5, dist.group.WORLD)
+        torch.testing.assert_close(y2, y_ref)
+        torch.testing.assert_close(mean, x.detach().mean((0, 2)))
+        torch.testing.assert_close(var, x.detach().transpose(0, 1).flatten(1).var(1))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_convert_sync_norms_marks_batch_norms_only():
+    model = nn.Sequential(SeqBatchNorm(4), SeqLayerNorm(4),
+                          LIF(membrane_norm="channel", num_features=4))
+    group = object()
+    assert convert_sync_norms(model, group) is model
+    assert model[0].process_group is group
+    assert model[1].process_group is None
+    assert isinstance(model[2].membrane_norm, MembraneBN)
+    assert model[2].membrane_norm.process_group is group
+
+
+@pytest.mark.parametrize("weight", [True, False])
+def test_sync_function_without_group_sums_locally(weight):
+    # Without an initialized process group the reductions are no-ops: plain BN.
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(2, dtype=torch.float64, requires_grad=True) if weight else None
+    y, _, _ = sync_normalize_with_batch_stats(x, w, None, 1e-5, None)
+    y_ref = nn.functional.batch_norm(x, None, None, w, None, True, 0.1, 1e-5)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g), torch.autograd.grad(y_ref, x, g))
