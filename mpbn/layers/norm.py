@@ -7,7 +7,8 @@
 - :class:`TemporalEffectiveBN` (TEBN, Duan et al. 2022): BN with statistics shared over all steps,
   then a learnable scale ``p[t]`` per time step. Time-varying: does not fold into weights.
 - :class:`BatchNormThroughTime` (BNTT, Kim & Panda 2021):
-  ``gamma_t * (x - mu_t) / sqrt(var_t + eps)`` with separate batch statistics, running statistics and ``gamma`` for every step, no ``beta``.
+  ``gamma_t * (x - mu_t) / sqrt(var_t + eps)`` with separate batch statistics, running
+  statistics and ``gamma`` for every step, no ``beta``.
 - :class:`SeqLayerNorm`: LayerNorm over ``(C, H, W)`` of each sample and step (BNTT Sec. 4.8),
   with a per-channel affine.
 
