@@ -156,3 +156,81 @@ def warn_unfolded(kind: str, names: list[str]) -> None:
             f"stay in the folded model: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}",
             FoldWarning, stacklevel=3,
         )
+
+
+# --- Folding shared-statistics BN into the preceding conv/linear (appended by the model zoo) ---
+
+_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _fold_norm_into_layer(layer: nn.Module, norm: nn.Module) -> None:
+    """Update ``layer`` in place so that ``layer(x) == norm(layer_old(x))`` in eval mode."""
+    from mpbn.functional.fold import fold_bn_into_weights
+
+    weight, bias = fold_bn_into_weights(
+        layer.weight, layer.bias, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+        norm.eps, scale=norm.fold_scale(),
+    )
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if layer.bias is None:
+            # The folded layer needs a bias (``beta - mu * s``) even if the conv had none.
+            layer.bias = nn.Parameter(bias.to(layer.weight.dtype))
+        else:
+            layer.bias.copy_(bias)
+
+
+def fold_norms_into_weights(model: nn.Module) -> list[str]:
+    """Fold, in place, every shared-statistics norm that directly follows a conv/linear layer.
+
+    A module that declares ``norm_follows_conv = True`` and has children ``conv`` (a conv or
+    linear layer) and ``norm`` (applied directly to ``conv``'s output, e.g.
+    :class:`mpbn.models.ConvNorm`) gets ``conv`` updated with ``W' = W s``,
+    ``b' = (b - mu) s + beta``, ``s = scale * gamma / sqrt(var + eps)``
+    (:func:`mpbn.functional.fold.fold_bn_into_weights`) and ``norm`` replaced by
+    :class:`nn.Identity`. This is exact in eval mode for norms with ``folds_into_weights``
+    (plain BN, tdBN): their output is the same affine map of the input at every step.
+
+    Norms that cannot fold stay and are reported with a :class:`FoldWarning`: time-varying ones
+    (BNTT, TEBN), per-sample ones (LayerNorm), and shared-statistics BN with no known preceding
+    conv/linear layer.
+
+    Returns:
+        Names of the norms that were folded.
+    """
+    from mpbn.layers.norm import SeqLayerNorm, SeqNorm
+
+    folded: list[str] = []
+    for name, module in list(model.named_modules()):
+        if not getattr(module, "norm_follows_conv", False):
+            continue
+        layer, norm = getattr(module, "conv", None), getattr(module, "norm", None)
+        if (isinstance(layer, _WEIGHT_LAYERS) and isinstance(norm, SeqNorm)
+                and norm.folds_into_weights):
+            _fold_norm_into_layer(layer, norm)
+            module.norm = nn.Identity()
+            folded.append(f"{name}.norm" if name else "norm")
+    time_varying, per_sample, stranded = [], [], []
+    for name, module in model.named_modules():
+        if not isinstance(module, SeqNorm):
+            continue
+        if isinstance(module, SeqLayerNorm):
+            per_sample.append(name)
+        elif module.folds_into_weights:
+            stranded.append(name)
+        else:
+            time_varying.append(name)
+    warn_unfolded("time-varying norm (BNTT/TEBN)", time_varying)
+    for kind, names in (("LayerNorm (per-sample statistics)", per_sample),
+                        ("BN with no preceding conv/linear to fold into", stranded)):
+        if names:
+            warnings.warn(
+                f"{len(names)} {kind} layer(s) cannot fold into weights; they stay in the folded "
+                f"model: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}",
+                FoldWarning, stacklevel=3,
+            )
+    return folded
+
+
+FOLD_PASSES.append(fold_norms_into_weights)
+__all__ += ["fold_norms_into_weights", "warn_unfolded"]
