@@ -1,0 +1,330 @@
+"""Export folded zoo models to NIR (Neuromorphic Intermediate Representation), and read them back.
+
+Mapping of the discrete LIF onto NIR
+------------------------------------
+Our neuron is discrete (MPBN Eq. 1-2): ``u_pre[t] = decay * u[t-1] + c[t]``, fire where
+``u_pre[t] > V_th``, then hard reset ``u[t] = 0``. NIR's ``LIF`` is a continuous ODE,
+``tau dv/dt = (v_leak - v) + r I``; nir 1.0 has no discrete-time neuron node. One forward-Euler
+step of length ``dt`` gives::
+
+    v[t] = v[t-1] + (dt / tau) * (v_leak - v[t-1] + r * I[t])
+
+which equals the discrete LIF exactly when::
+
+    tau = dt / (1 - decay),   r = 1 / (1 - decay),   v_leak = 0,   v_reset = 0
+
+(``dt / tau = 1 - decay`` and ``(dt / tau) * r = 1``). ``v_threshold`` is the folded per-element
+threshold ``V~`` (MPBN Eq. 10 / 13), broadcast to the neuron's shape. A neuron without leak
+(``decay = 1``) maps to ``nir.IF`` with ``r = 1 / dt`` (``v[t] = v[t-1] + dt * r * I[t]``).
+Simulators must therefore step the graph with the same ``dt`` (stored in the graph's metadata and
+passed to :func:`simulate_nir`), integrate before thresholding, and fire on ``v > v_threshold``.
+
+Not expressible in NIR (the exporter stops with a one-line error naming the layer):
+
+- an unfolded MPBN neuron (call :func:`mpbn.fold` first: MPBN folds into the threshold);
+- a neuron with a negative folded MPBN scale (fires *below* its threshold, ``threshold_sign``);
+- soft reset (subtract the threshold; NIR resets to ``v_reset``), i.e. BNTT-style neurons;
+- any norm left after folding: BNTT and TEBN (per-step parameters), LayerNorm (per-sample
+  statistics), and a BN that does not directly follow a conv/linear layer (e.g. average pooling
+  followed by BN): NIR has no normalization node;
+- residual blocks and ceil-mode / padded average pooling (not handled by this exporter).
+
+The integrating classifier (MPBN Eq. 3, ``o_out = mean_t(W x_t + b)``) is exported as the
+``Affine`` layer feeding the graph's ``Output``; the average over time is not a NIR node (it
+depends on ``T``), so the graph's metadata says ``readout = "mean_over_time"`` and
+:func:`simulate_nir` applies it. Direct encoding means the graph's input is the analog image at
+every step; Poisson-encoded models take the spike train as input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mpbn.layers.neuron import LIF
+from mpbn.layers.norm import SeqNorm
+from mpbn.models._layers import ConvNorm, IntegratingClassifier, PerStep, SpikingNet
+
+__all__ = ["to_nir", "simulate_nir", "write_nir", "read_nir", "NIRExportError"]
+
+
+class NIRExportError(ValueError):
+    """The model contains something NIR (or this exporter) cannot express."""
+
+
+def _nir() -> Any:
+    try:
+        import nir
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("NIR export needs the `nir` package: pip install 'mpbn[export]'") from err
+    return nir
+
+
+def _np(t: Tensor | float) -> np.ndarray:
+    if isinstance(t, Tensor):
+        return t.detach().cpu().double().numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def _layers(model: SpikingNet) -> Iterator[tuple[str, nn.Module]]:
+    """The model's modules in execution order: stem, body (flattened), head."""
+    yield "stem", model.stem
+    for name, module in model.body.named_children():
+        if isinstance(module, nn.Sequential):
+            raise NIRExportError(
+                f"layer 'body.{name}' ({type(module[0]).__name__}): residual blocks are not "
+                "supported by the NIR exporter (only feed-forward nets: small_cnn, VGG, MLP)"
+            )
+        yield f"body.{name}", module
+    yield "head", model.head
+
+
+def _step_shapes(model: SpikingNet, layers: list[tuple[str, nn.Module]]) -> dict[str, tuple]:
+    """Per-step output shape of every layer, from one dummy step (no batch, no time)."""
+    shapes: dict[str, tuple] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape[2:]))
+             for n, m in layers if not isinstance(m, IntegratingClassifier)]
+    param = next(model.parameters())
+    try:
+        with torch.no_grad():
+            model.body(model.stem(torch.zeros(1, 1, *model.input_shape, dtype=param.dtype)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: tuple(v) for k, v in shapes.items()}
+
+
+def _neuron_node(name: str, lif: LIF, shape: tuple, dt: float) -> Any:
+    nir = _nir()
+    if lif.membrane_norm is not None:
+        raise NIRExportError(
+            f"layer '{name}': unfolded MPBN cannot be expressed in NIR; export mpbn.fold(model)"
+        )
+    if lif.threshold_sign is not None:
+        raise NIRExportError(
+            f"layer '{name}': a negative folded MPBN scale makes neurons fire below their "
+            "threshold, which NIR's LIF cannot express"
+        )
+    if lif.reset != "hard":
+        raise NIRExportError(
+            f"layer '{name}': soft reset (subtract the threshold) cannot be expressed in NIR, "
+            "whose neurons reset to v_reset"
+        )
+    ones = np.ones(shape)
+    v_th = lif.v_threshold
+    if isinstance(v_th, Tensor) and v_th.dim() == 1 and len(shape) > 1:
+        v_th = v_th.view(-1, *([1] * (len(shape) - 1)))  # per-channel -> per-element
+    threshold = _np(v_th) * ones
+    if lif.decay >= 1.0:
+        return nir.IF(r=ones / dt, v_threshold=threshold, v_reset=0 * ones)
+    leak = 1.0 - lif.decay
+    return nir.LIF(tau=ones * (dt / leak), r=ones / leak, v_leak=0 * ones,
+                   v_threshold=threshold, v_reset=0 * ones)
+
+
+def _weight_node(name: str, module: ConvNorm, in_shape: tuple) -> Any:
+    nir = _nir()
+    if not isinstance(module.norm, nn.Identity):
+        kind = type(module.norm).__name__
+        why = ("fold the model first (mpbn.fold)" if getattr(module.norm, "folds_into_weights",
+                                                               False)
+               else "NIR has no normalization node, and this one cannot fold into weights")
+        raise NIRExportError(f"layer '{name}.norm' ({kind}): {why}")
+    conv = module.conv
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.weight.shape[0])
+    if isinstance(conv, nn.Linear):
+        return nir.Affine(weight=_np(conv.weight), bias=_np(bias))
+    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
+        raise NIRExportError(f"layer '{name}.conv' ({type(conv).__name__}): not supported")
+    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(conv.weight),
+                      stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                      groups=conv.groups, bias=_np(bias))
+
+
+def _pool_node(name: str, pool: nn.Module, in_shape: tuple) -> Any:
+    nir = _nir()
+    if isinstance(pool, nn.AdaptiveAvgPool2d):
+        if tuple(np.broadcast_to(pool.output_size, 2)) != (1, 1):
+            raise NIRExportError(f"layer '{name}': adaptive pooling is supported only to 1x1")
+        k = tuple(in_shape[1:])
+        return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(k), padding=np.zeros(2))
+    k, s, p = (np.broadcast_to(np.asarray(v), 2).copy()
+               for v in (pool.kernel_size, pool.stride, pool.padding))
+    if pool.ceil_mode or p.any():
+        raise NIRExportError(f"layer '{name}': padded or ceil-mode average pooling")
+    return nir.AvgPool2d(kernel_size=k, stride=s, padding=p)
+
+
+def to_nir(model: nn.Module, *, dt: float = 1e-3) -> Any:
+    """Export a folded feed-forward zoo model to a ``nir.NIRGraph``.
+
+    Args:
+        model: A folded model (``mpbn.fold(model)``) built by :func:`mpbn.models.create`.
+        dt: The time step the discrete LIF is mapped with (see the module docstring:
+            ``tau = dt / (1 - decay)``, ``r = 1 / (1 - decay)``).
+
+    Raises:
+        NIRExportError: A layer NIR cannot express (one line naming it).
+    """
+    nir = _nir()
+    if not isinstance(model, SpikingNet):
+        raise NIRExportError(f"to_nir expects a model from mpbn.models, got {type(model).__name__}")
+    layers = list(_layers(model))
+    shapes = _step_shapes(model, layers)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(model.input_shape)})}
+    order = ["input"]
+    shape = tuple(model.input_shape)
+
+    def add(name: str, node: Any) -> None:
+        nodes[name] = node
+        order.append(name)
+
+    for name, module in layers:
+        if isinstance(module, ConvNorm):
+            add(name, _weight_node(name, module, shape))
+        elif isinstance(module, LIF):
+            add(name, _neuron_node(name, module, shape, dt))
+        elif isinstance(module, PerStep) and isinstance(module.module, nn.Flatten):
+            add(name, nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0))
+        elif isinstance(module, PerStep) and isinstance(module.module, (nn.AvgPool2d,
+                                                                         nn.AdaptiveAvgPool2d)):
+            add(name, _pool_node(name, module.module, shape))
+        elif isinstance(module, IntegratingClassifier):
+            if module.pool == "avg" and len(shape) == 3:
+                k = np.array(shape[1:])
+                add("head.pool", nir.AvgPool2d(kernel_size=k, stride=k, padding=np.zeros(2)))
+                shape = (shape[0], 1, 1)
+            if len(shape) > 1:
+                add("head.flatten", nir.Flatten(input_type={"input": np.array(shape)},
+                                                start_dim=0))
+            lin = module.linear
+            bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features)
+            add("head.linear", nir.Affine(weight=_np(lin.weight), bias=_np(bias)))
+            shape = (lin.out_features,)
+            continue
+        elif isinstance(module, SeqNorm):
+            raise NIRExportError(f"layer '{name}' ({type(module).__name__}): NIR has no norm node")
+        else:
+            raise NIRExportError(f"layer '{name}' ({type(module).__name__}): not supported")
+        shape = shapes[name]
+    add("output", nir.Output(output_type={"output": np.array(shape)}))
+    edges = list(zip(order[:-1], order[1:], strict=True))
+    metadata = {"dt": float(dt), "readout": "mean_over_time", "encoding": model.encoding,
+                "timesteps": int(model.timesteps), "producer": "mpbn"}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
+
+
+def write_nir(graph: Any, path: str | Path) -> None:
+    """Write ``graph`` to an HDF5 file (``nir.write``)."""
+    _nir().write(str(path), graph)
+
+
+def read_nir(path: str | Path) -> Any:
+    """Read a graph written by :func:`write_nir` (``nir.read``)."""
+    return _nir().read(str(path), type_check=False)
+
+
+def _topological_order(graph: Any) -> list[str]:
+    preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges:
+        preds[dst].append(src)
+    order, done = [], set()
+    while len(order) < len(preds):
+        ready = [n for n in preds if n not in done and all(p in done for p in preds[n])]
+        if not ready:
+            raise ValueError("the NIR graph has a cycle; simulate_nir handles feed-forward graphs")
+        for n in sorted(ready):
+            order.append(n)
+            done.add(n)
+    return order
+
+
+def _t(a: Any) -> Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.float64)
+
+
+@torch.no_grad()
+def simulate_nir(graph: Any, x_seq: Tensor, *, dt: float | None = None,
+                 record: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+    """Step a feed-forward NIR graph with forward Euler over ``x_seq`` ``[T, B, ...]``.
+
+    A node's input is the sum of its predecessors' outputs at the same step (NIR semantics).
+    Neurons integrate, fire where ``v > v_threshold`` and reset to ``v_reset``. Runs in float64.
+
+    Args:
+        graph: A ``nir.NIRGraph`` (e.g. from :func:`to_nir` or :func:`read_nir`).
+        x_seq: Input sequence ``[T, B, *input_shape]``.
+        dt: Euler step; defaults to ``graph.metadata["dt"]``.
+        record: Also return every node's outputs ``[T, B, ...]`` by node name.
+
+    Returns:
+        The classifier output ``mean_t(Output[t])`` ``[B, ...]`` (the ``mean_over_time`` readout
+        of MPBN Eq. 3), and the records if ``record``.
+    """
+    nir = _nir()
+    if dt is None:
+        dt = float((graph.metadata or {}).get("dt", 0) or 0)
+        if not dt:
+            raise ValueError("the graph's metadata has no dt; pass dt=")
+    order = _topological_order(graph)
+    preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges:
+        preds[dst].append(src)
+    outputs = [n for n in order if isinstance(graph.nodes[n], nir.Output)]
+    if len(outputs) != 1:
+        raise ValueError(f"simulate_nir needs exactly one Output node, found {len(outputs)}")
+    state: dict[str, Tensor] = {}
+    records: dict[str, list[Tensor]] = {n: [] for n in order}
+    readout: list[Tensor] = []
+    x_seq = x_seq.double()
+    for t in range(x_seq.shape[0]):
+        out: dict[str, Tensor] = {}
+        for name in order:
+            node = graph.nodes[name]
+            x = x_seq[t] if isinstance(node, nir.Input) else sum(out[p] for p in preds[name])
+            if isinstance(node, nir.Input | nir.Output):
+                y = x
+            elif isinstance(node, nir.Affine):
+                y = x @ _t(node.weight).T + _t(node.bias)
+            elif isinstance(node, nir.Linear):
+                y = x @ _t(node.weight).T
+            elif isinstance(node, nir.Conv2d):
+                y = F.conv2d(x, _t(node.weight), _t(node.bias), tuple(node.stride),
+                             tuple(node.padding), tuple(node.dilation), int(node.groups))
+            elif isinstance(node, nir.AvgPool2d | nir.SumPool2d):
+                k = tuple(int(v) for v in np.asarray(node.kernel_size).reshape(-1))
+                k = k * 2 if len(k) == 1 else k
+                s = tuple(int(v) for v in np.broadcast_to(np.asarray(node.stride), 2))
+                p = tuple(int(v) for v in np.broadcast_to(np.asarray(node.padding), 2))
+                y = F.avg_pool2d(x, k, s, p)
+                if isinstance(node, nir.SumPool2d):
+                    y = y * (k[0] * k[1])
+            elif isinstance(node, nir.Flatten):
+                y = x.flatten(1 + int(node.start_dim),
+                              int(node.end_dim) if int(node.end_dim) < 0 else 1 + int(node.end_dim))
+            elif isinstance(node, nir.LIF | nir.IF):
+                v = state.get(name, torch.zeros_like(x))
+                if isinstance(node, nir.LIF):
+                    a = dt / _t(node.tau)
+                    v = v + a * (_t(node.v_leak) - v + _t(node.r) * x)
+                else:
+                    v = v + dt * _t(node.r) * x
+                y = (v > _t(node.v_threshold)).double()
+                reset = _t(node.v_reset) if node.v_reset is not None else torch.zeros(())
+                state[name] = torch.where(y > 0, reset.expand_as(v), v)
+            else:
+                raise NotImplementedError(f"simulate_nir: node '{name}' ({type(node).__name__})")
+            out[name] = y
+            if record:
+                records[name].append(y)
+        readout.append(out[outputs[0]])
+    result = torch.stack(readout).mean(0)
+    if record:
+        return result, {n: torch.stack(v) for n, v in records.items() if v}
+    return result
