@@ -53,3 +53,18 @@ def test_channel_mpbn_adds_two_parameters_per_neuron_channel() -> None:
 def test_imagenet_resnet18_matches_torchvision_count() -> None:
     # No parameters in pooling or neurons: the same count as torchvision's resnet18.
     assert count_parameters(create("resnet18")) == 11_689_512
+
+
+def test_docs_table_matches_the_models() -> None:
+    """docs/MODELS.md (copied into the README) lists the same counts as the models."""
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "MODELS.md"
+    if not doc.exists():
+        pytest.skip("docs/MODELS.md not present")
+    rows = {}
+    for line in doc.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in DEFAULTS:
+            rows[cells[0]] = tuple(int(c.replace(",", "")) for c in cells[1:])
+    assert rows == DEFAULTS
