@@ -1,0 +1,115 @@
+"""Convergence curves: test accuracy and loss per epoch of several runs (MPBN Fig. 2).
+
+A run with several seeds is drawn as its mean with a ±1 std band over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mpbn.analysis._common import new_figure, save_figure, write_csv, write_json
+from mpbn.analysis.io import Run, load_run
+
+__all__ = ["aggregate_curve", "run_curves", "plot_curves", "analyze_curves"]
+
+#: metric key -> (axis label with unit, title)
+CURVE_METRICS: dict[str, tuple[str, str]] = {
+    "test_acc": ("test accuracy (%)", "Test accuracy"),
+    "test_loss": ("test loss (cross-entropy, nats)", "Test loss"),
+    "train_acc": ("train accuracy (%)", "Train accuracy"),
+    "train_loss": ("train loss (cross-entropy, nats)", "Train loss"),
+}
+
+
+def aggregate_curve(per_seed: Sequence[Sequence[dict[str, Any]]], key: str,
+                    ddof: int = 0) -> dict[str, list[float]]:
+    """Mean and std over seeds of ``key`` at every epoch that all seeds reached.
+
+    Args:
+        per_seed: One list of epoch records per seed (``metrics.jsonl``).
+        key: The metric, e.g. ``"test_acc"``.
+        ddof: Delta degrees of freedom of the std (0: numpy's default, population std).
+
+    Returns:
+        ``{"epoch": [...], "mean": [...], "std": [...], "n_seeds": k}``; only epochs present in
+        every seed, so a seed still training does not bias the tail of the curve.
+    """
+    tables = [{r["epoch"]: float(r[key]) for r in records if key in r and r[key] is not None}
+              for records in per_seed]
+    tables = [t for t in tables if t]
+    if not tables:
+        return {"epoch": [], "mean": [], "std": [], "n_seeds": 0}
+    epochs = sorted(set.intersection(*(set(t) for t in tables)))
+    values = np.array([[t[e] for e in epochs] for t in tables], dtype=np.float64)
+    if values.size == 0:
+        return {"epoch": [], "mean": [], "std": [], "n_seeds": len(tables)}
+    std = values.std(axis=0, ddof=ddof) if len(tables) > ddof else np.zeros(len(epochs))
+    return {"epoch": epochs, "mean": values.mean(axis=0).tolist(), "std": std.tolist(),
+            "n_seeds": len(tables)}
+
+
+def run_curves(run: Run, keys: Sequence[str] = ("test_acc", "test_loss"),
+               ddof: int = 0) -> dict[str, dict[str, list[float]]]:
+    """:func:`aggregate_curve` of every ``key`` for one run."""
+    per_seed = [run.metrics[s] for s in sorted(run.metrics)]
+    return {key: aggregate_curve(per_seed, key, ddof) for key in keys}
+
+
+def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: str | Path,
+                name: str = "curves",
+                keys: Sequence[str] = ("test_acc", "test_loss")) -> list[Path]:
+    """One panel per metric, one line (mean) and band (±1 std) per run."""
+    fig, axes = new_figure(ncols=len(keys))
+    for ax, key in zip(axes[0], keys, strict=True):
+        ylabel, title = CURVE_METRICS.get(key, (key, key))
+        for label, per_key in curves.items():
+            c = per_key.get(key)
+            if not c or not c["epoch"]:
+                continue
+            epochs, mean, std = (np.asarray(c[k]) for k in ("epoch", "mean", "std"))
+            seeds = f" ({c['n_seeds']} seeds)" if c["n_seeds"] > 1 else ""
+            line, = ax.plot(epochs, mean, label=f"{label}{seeds}")
+            if c["n_seeds"] > 1:
+                ax.fill_between(epochs, mean - std, mean + std, alpha=0.25,
+                                color=line.get_color(), linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} per epoch (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return save_figure(fig, out_dir, name)
+
+
+def analyze_curves(run_dirs: Sequence[str | Path], out_dir: str | Path,
+                   keys: Sequence[str] = ("test_acc", "test_loss"), ddof: int = 0,
+                   labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Convergence curves of several runs on one plot (MPBN Fig. 2), plus ``curves.json``/csv.
+
+    Args:
+        run_dirs: Run directories (``mpbn train`` outputs).
+        out_dir: Where ``curves.png``, ``curves.svg``, ``curves.json`` and ``curves.csv`` go.
+        keys: Metrics to plot, one panel each.
+        ddof: Std degrees of freedom over seeds.
+        labels: Legend labels (default: run names).
+    """
+    runs = [load_run(d) for d in run_dirs]
+    names = list(labels) if labels else _unique_names(runs)
+    curves = {name: run_curves(run, keys, ddof) for name, run in zip(names, runs, strict=True)}
+    out = Path(out_dir)
+    files = plot_curves(curves, out, keys=keys)
+    rows = [{"run": name, "metric": key, "epoch": e, "mean": m, "std": s, "n_seeds": c["n_seeds"]}
+            for name, per_key in curves.items() for key, c in per_key.items()
+            for e, m, s in zip(c["epoch"], c["mean"], c["std"], strict=True)]
+    write_csv(rows, out / "curves.csv")
+    write_json(curves, out / "curves.json")
+    return {"curves": curves, "files": [str(p) for p in files]}
+
+
+def _unique_names(runs: Sequence[Run]) -> list[str]:
+    names = [r.name for r in runs]
+    # Two runs of the same preset would share a legend entry: fall back to their folders.
+    return [r.path.name if names.count(r.name) > 1 else r.name for r in runs]

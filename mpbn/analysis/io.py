@@ -1,0 +1,216 @@
+"""Reading the run directories written by ``mpbn train``, and rebuilding models from checkpoints.
+
+Layout (see :mod:`mpbn.engine`)::
+
+    RUN_DIR/config.json
+    RUN_DIR/summary.json                 {"name", "config", "seeds", "final_test_acc", ...}
+    RUN_DIR/seed_<s>/metrics.jsonl       one JSON object per epoch
+    RUN_DIR/seed_<s>/last.pt, best.pt    {"model": state_dict, "config": dict, ...}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Run", "load_run", "read_metrics", "model_from_checkpoint", "model_kwargs_from_config",
+           "load_test_sample", "find_checkpoint"]
+
+
+@dataclass
+class Run:
+    """A finished (or partial) training run.
+
+    Attributes:
+        path: The run directory.
+        name: ``summary["name"]``, else ``config["name"]``, else the directory name.
+        config: ``config.json`` (``{}`` when missing).
+        summary: ``summary.json`` (``{}`` when missing).
+        metrics: ``{seed: [epoch records]}`` from every ``seed_<s>/metrics.jsonl``.
+        checkpoints: ``{seed: path}`` of the checkpoint to analyse (``last.pt``, else ``best.pt``).
+    """
+
+    path: Path
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    checkpoints: dict[int, Path] = field(default_factory=dict)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Epoch records of one ``metrics.jsonl``, sorted by epoch; blank or torn lines are skipped.
+
+    A run killed mid-write can leave a partial last line; the records before it are kept.
+    """
+    records = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return sorted(records, key=lambda r: r.get("epoch", 0))
+
+
+def _seed_of(folder: Path) -> int | None:
+    try:
+        return int(folder.name.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def find_checkpoint(seed_dir: Path, prefer: str = "last") -> Path | None:
+    """``seed_dir/last.pt`` (or ``best.pt`` with ``prefer="best"``), else the other, else None."""
+    order = ("last.pt", "best.pt") if prefer == "last" else ("best.pt", "last.pt")
+    for name in order:
+        if (seed_dir / name).is_file():
+            return seed_dir / name
+    return None
+
+
+def load_run(run_dir: str | Path, prefer: str = "last") -> Run:
+    """Read config, summary, per-seed metrics and checkpoint paths of a run directory.
+
+    Missing pieces are left empty, so a run still training can be plotted.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a directory.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {path} does not exist")
+
+    def read(name: str) -> dict[str, Any]:
+        f = path / name
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    config, summary = read("config.json"), read("summary.json")
+    if not config and isinstance(summary.get("config"), dict):
+        config = summary["config"]
+    name = summary.get("name") or config.get("name") or path.name
+    run = Run(path=path, name=str(name), config=config, summary=summary)
+    for seed_dir in sorted(path.glob("seed_*")):
+        seed = _seed_of(seed_dir)
+        if seed is None or not seed_dir.is_dir():
+            continue
+        if (seed_dir / "metrics.jsonl").is_file():
+            run.metrics[seed] = read_metrics(seed_dir / "metrics.jsonl")
+        ckpt = find_checkpoint(seed_dir, prefer)
+        if ckpt is not None:
+            run.checkpoints[seed] = ckpt
+    return run
+
+
+_LIF_FIELDS = ("decay", "v_threshold", "reset", "surrogate", "alpha")
+
+
+def model_kwargs_from_config(config: dict[str, Any],
+                             input_shape: tuple[int, ...] | None = None,
+                             num_classes: int | None = None) -> dict[str, Any]:
+    """The ``mpbn.models.create`` keyword arguments of a saved training config.
+
+    Accepts either ``config["model"]`` as a dict of ``create`` kwargs (with ``name``), or the
+    flat :class:`mpbn.engine.config.TrainConfig` layout (model name plus ``timesteps``,
+    ``norm``, ``mpbn``, ``encoding``, LIF fields and ``model_kwargs``); the dataset's
+    ``input_shape`` and ``num_classes`` fill ``in_channels``/``input_size``/``num_classes``.
+    """
+    model = config.get("model")
+    if isinstance(model, dict):
+        return dict(model)
+    kwargs: dict[str, Any] = {"name": model, "timesteps": config.get("timesteps", 4),
+                              "norm": config.get("norm", "bn"), "mpbn": config.get("mpbn")}
+    if "encoding" in config:
+        kwargs["encoding"] = config["encoding"]
+    for key in _LIF_FIELDS:
+        if config.get(key) is not None:
+            kwargs[key] = config[key]
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if input_shape is not None and len(input_shape) == 3:
+        kwargs["in_channels"] = input_shape[0]
+        kwargs["input_size"] = tuple(input_shape[1:])
+    kwargs.update(config.get("model_kwargs") or {})
+    return kwargs
+
+
+def _engine_builder() -> Any:
+    # The engine may expose its own rebuild function; prefer it so the two never disagree.
+    try:
+        from mpbn.engine import checkpoint as engine_checkpoint  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return getattr(engine_checkpoint, "model_from_checkpoint", None)
+
+
+def _dataset_shape(config: dict[str, Any]) -> tuple[tuple[int, ...] | None, int | None]:
+    if not config.get("dataset"):
+        return None, None
+    from mpbn.data import create_loaders
+
+    _, _, info = create_loaders(config["dataset"], config.get("data_root"), batch_size=1,
+                                augment=False, num_workers=0, test_subset=1, train_subset=1,
+                                split=config.get("split"))
+    return tuple(info.input_shape), int(info.num_classes)
+
+
+def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> nn.Module:
+    """Rebuild the model of a checkpoint and load its weights, in eval mode.
+
+    Uses ``mpbn.engine.checkpoint.model_from_checkpoint`` when the engine provides it, else
+    ``mpbn.models.create(**model_kwargs_from_config(ckpt["config"]))``.
+    """
+    builder = _engine_builder()
+    if builder is not None:
+        return builder(path, map_location=map_location).eval()
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    config = ckpt.get("config", {})
+    shape, classes = (None, None) if isinstance(config.get("model"), dict) \
+        else _dataset_shape(config)
+    kwargs = model_kwargs_from_config(config, shape, classes)
+    from mpbn.models import create
+
+    model = create(kwargs.pop("name"), **kwargs)
+    state = ckpt["model"]
+    # Checkpoints of compiled/DDP models prefix keys; strip so the plain model loads them.
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_test_sample(config: dict[str, Any], n_samples: int = 512, seed: int = 0,
+                     device: str = "cpu") -> tuple[Tensor, Tensor, Any]:
+    """A fixed, class-stratified sample of the test set of a run's dataset.
+
+    Returns:
+        ``(x, y, info)``: ``x`` is ``[N, ...]`` (static) or ``[T, N, ...]`` (sequence), normalized
+        as in training; ``info`` is the :class:`mpbn.data.DatasetInfo`.
+    """
+    from mpbn.data import create_loaders
+
+    name = config["dataset"]
+    # Event datasets need the run's T; Sequential MNIST fixes its own; static sets ignore it.
+    steps = None if name == "smnist" else config.get("timesteps")
+    kwargs = dict(batch_size=max(n_samples, 1), eval_batch_size=max(n_samples, 1),
+                  augment=False, num_workers=0, device=device, seed=seed,
+                  split=config.get("split"), timesteps=steps)
+    try:
+        _, test_loader, info = create_loaders(name, config.get("data_root"),
+                                              test_subset=n_samples, **kwargs)
+    except ValueError:  # asked for more samples than the test set holds: take all of it
+        _, test_loader, info = create_loaders(name, config.get("data_root"), **kwargs)
+    xs, ys = [], []
+    for xb, yb in test_loader:
+        xs.append(xb)
+        ys.append(yb)
+    seq = info.kind == "sequence"
+    x = torch.cat(xs, dim=1 if seq else 0)
+    y = torch.cat(ys)
+    return (x[:, :n_samples] if seq else x[:n_samples]), y[:n_samples], info
