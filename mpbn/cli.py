@@ -1,0 +1,290 @@
+"""The ``mpbn`` command: parses arguments and calls :mod:`mpbn.engine`. Nothing else lives here.
+
+    mpbn train [PRESET] [--set key=value ...] [--epochs N --lr X ...] [--seeds N] [--out DIR]
+    mpbn presets [-v]
+    mpbn eval CKPT
+    mpbn fold CKPT -o OUT_DIR [--nir]
+
+Bad input prints ``mpbn: error: ...`` (one line, what was wrong and what is valid) and exits
+with status 2; a diverged run exits with status 1. ``MPBN_DEBUG=1`` shows tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+# Explicit flags for the common fields; everything else goes through --set key=value.
+_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--model", "model", str, "model name (see mpbn.models.list_models())"),
+    ("--dataset", "dataset", str, "dataset name (digits, cifar10, cifar100, ...)"),
+    ("--data-root", "data_root", str, "dataset folder (default $MPBN_DATA/<dataset>)"),
+    ("--epochs", "epochs", int, "training epochs"),
+    ("--lr", "lr", float, "peak learning rate"),
+    ("--batch-size", "batch_size", int, "global batch size"),
+    ("--timesteps", "timesteps", int, "time steps T"),
+    ("--norm", "norm", str, "bn, tdbn, tebn, bntt or ln"),
+    ("--mpbn", "mpbn", str, "none, channel or element"),
+    ("--seeds", "seeds", int, "repeats (seed, seed+1, ...); mean and std are reported"),
+    ("--seed", "seed", int, "base seed"),
+    ("--device", "device", str, "auto, cpu, cuda, cuda:N"),
+    ("--train-subset", "train_subset", int, "train on a stratified subset of this size"),
+    ("--test-subset", "test_subset", int, "test on a stratified subset of this size"),
+]
+_SWITCHES: list[tuple[str, str, str]] = [
+    ("--amp", "amp", "bf16 autocast (CUDA)"),
+    ("--compile", "compile", "torch.compile the model"),
+    ("--channels-last", "channels_last", "channels-last memory format"),
+    ("--sync-norm", "sync_norm", "synchronize norm and MPBN statistics across DDP ranks"),
+    ("--download", "download", "download missing dataset files"),
+]
+
+
+class CLIError(Exception):
+    """A usage error; printed as ``mpbn: error: ...`` with exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpbn", description="Spiking neural networks with Membrane Potential BN: train, "
+        "evaluate and fold. `mpbn train` with no arguments runs the demo.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a preset or the default demo run",
+                           description="Train PRESET (see `mpbn presets`), or the demo run "
+                           "(small spiking CNN with MPBN on bundled digits) when none is given.")
+    train.add_argument("preset", nargs="?", default=None, help="preset name (default: demo)")
+    train.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="override any config field, e.g. --set epochs=2 lr=0.05")
+    for flag, dest, kind, text in _FLAGS:
+        train.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    for flag, dest, text in _SWITCHES:
+        train.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
+    train.add_argument("--no-fold", dest="fold", action="store_false", default=None,
+                       help="skip folding MPBN and evaluating the folded model")
+    train.add_argument("--out", default=None, help="run directory (default runs/<name>-<time>)")
+    train.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoints")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    train.add_argument("--stop-after", type=int, default=None, metavar="N",
+                       help="stop after N epochs in this invocation (continue with --resume)")
+
+    presets = sub.add_parser("presets", help="list the experiment presets")
+    presets.add_argument("-v", "--verbose", action="store_true", help="show each config")
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint, unfolded and folded")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--data-root", default=None)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                          help="override data fields (e.g. test_subset=1000)")
+
+    fold = sub.add_parser("fold", help="write the folded deploy model of a checkpoint")
+    fold.add_argument("checkpoint")
+    fold.add_argument("-o", "--out", required=True, help="output folder")
+    fold.add_argument("--force", action="store_true", help="overwrite existing files")
+    fold.add_argument("--nir", action="store_true", help="also export NIR (needs mpbn.export)")
+
+    try:  # analysis commands plug in here when that package is present
+        from mpbn.analysis.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from mpbn.engine.config import TrainConfig, apply_overrides, parse_set
+    from mpbn.engine.presets import get_preset
+
+    overrides = parse_set(args.set)
+    for _, dest, _, _ in _FLAGS:
+        if getattr(args, dest) is not None:
+            overrides[dest] = getattr(args, dest)
+    for _, dest, _ in _SWITCHES:
+        if getattr(args, dest):
+            overrides[dest] = True
+    if args.fold is False:
+        overrides["fold"] = False
+    if isinstance(overrides.get("mpbn"), str) and overrides["mpbn"].lower() == "none":
+        overrides["mpbn"] = None
+    if args.resume and args.preset is None:
+        # Resuming without a preset continues exactly the saved configuration.
+        import json
+
+        if args.out is None:
+            raise CLIError("--resume needs --out RUN_DIR, the run directory to continue")
+        saved = Path(args.out) / "config.json"
+        if not saved.exists():
+            raise CLIError(f"cannot resume: {saved} does not exist")
+        base = TrainConfig.from_dict(json.loads(saved.read_text()))
+    else:
+        base = get_preset(args.preset)
+    return apply_overrides(base, overrides)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The short table printed after training: unfolded/folded accuracy, mismatch, time."""
+    from mpbn.engine.metrics import mean_std
+
+    rows = [("seed", "acc unfolded", "acc folded", "best acc", "spike mismatch", "time")]
+    for i, seed in enumerate(summary["seeds"]):
+        mismatch = summary["spike_mismatch"][i]
+        rows.append((str(seed), _percent(summary["final_test_acc"][i]),
+                     _percent(summary["folded_test_acc"][i]), _percent(summary["best_test_acc"][i]),
+                     "-" if mismatch is None else str(mismatch),
+                     f"{summary['train_time'][i]:.1f} s"))
+    if len(summary["seeds"]) > 1:
+        folded = [v for v in summary["folded_test_acc"] if v is not None]
+        fm, fs = mean_std(folded) if folded else (None, None)
+        rows.append(("mean±std", f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}",
+                     "-" if fm is None else f"{100 * fm:.2f} ± {100 * fs:.2f}", "", "", ""))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mpbn.engine.train import RunOptions, run
+
+    cfg = _train_config(args)
+    options = RunOptions(out=args.out, force=args.force, resume=args.resume, quiet=args.quiet,
+                         stop_after=args.stop_after)
+    summary = run(cfg, options)
+    if summary is None:
+        return 0
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(format_summary(summary))
+        print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from mpbn.engine.presets import PRESETS, get_preset
+
+    width = max(len(name) for name in PRESETS)
+    print(f"{'(none)':<{width}}  {get_preset(None).description}")
+    for name in sorted(PRESETS):
+        print(f"{name:<{width}}  {PRESETS[name]['description']}")
+        if args.verbose:
+            cfg = get_preset(name)
+            print("    " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()
+                                     if k not in ("name", "description")))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from mpbn.engine.config import parse_set
+    from mpbn.engine.distributed import DistInfo
+    from mpbn.engine.train import (
+        build_loaders,
+        evaluate,
+        fold_and_evaluate,
+        load_model_from_checkpoint,
+    )
+
+    overrides = parse_set(args.set)
+    if args.data_root is not None:
+        overrides["data_root"] = args.data_root
+    model, cfg, ckpt = load_model_from_checkpoint(args.checkpoint, args.device, overrides)
+    dist = DistInfo(device=torch.device(args.device))
+    _, test_loader, info = build_loaders(cfg, int(ckpt.get("seed", cfg.seed)), dist)
+    unfolded = evaluate(model, test_loader, cfg, dist)
+    _, folded, mismatch = fold_and_evaluate(model, test_loader, cfg, dist)
+    print(f"checkpoint      {args.checkpoint} (epoch {ckpt['epoch']}, {cfg.model} on "
+          f"{cfg.dataset}, {info.num_test} test samples)")
+    print(f"acc unfolded    {_percent(unfolded['test_acc'])}")
+    print(f"acc folded      {_percent(folded['test_acc'])}")
+    print(f"spike mismatch  {mismatch}")
+    print(f"spike rate      {unfolded['spike_rate']:.4f}")
+    return 0
+
+
+def cmd_fold(args: argparse.Namespace) -> int:
+    from mpbn.engine.deploy import export_folded
+    from mpbn.engine.train import load_model_from_checkpoint
+    from mpbn.layers.fold import fold
+
+    out = Path(args.out)
+    targets = [out / "model.safetensors", out / "model.json"]
+    if any(t.exists() for t in targets) and not args.force:
+        raise CLIError(f"{out} already holds a folded model; use --force to overwrite")
+    model, cfg, ckpt = load_model_from_checkpoint(args.checkpoint)
+    folded = fold(model)
+    weights, meta = export_folded(folded, cfg, ckpt["data_info"], out,
+                                  extra={"source_checkpoint": str(args.checkpoint),
+                                         "epoch": ckpt["epoch"]})
+    print(f"wrote {weights} and {meta}")
+    if args.nir:
+        try:
+            from mpbn.export import to_nir
+        except ImportError:
+            raise CLIError("--nir needs mpbn.export.to_nir, which this install lacks "
+                           "(pip install 'mpbn[export]')") from None
+        import torch
+
+        graph = to_nir(folded, sample_input=torch.zeros(1, *ckpt["data_info"]["input_shape"]))
+        import nir
+
+        nir.write(str(out / "model.nir"), graph)
+        print(f"wrote {out / 'model.nir'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "presets": cmd_presets, "eval": cmd_eval, "fold": cmd_fold}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mpbn`` script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handler = COMMANDS.get(args.command) or getattr(args, "func", None)
+    if handler is None:
+        parser.error(f"unknown command {args.command!r}")
+    from mpbn.engine.checkpoint import CheckpointError
+    from mpbn.engine.train import TrainingDiverged
+
+    try:
+        return int(handler(args) or 0)
+    except TrainingDiverged as error:
+        print(f"mpbn: error: {error}", file=sys.stderr)
+        return 1
+    except (CLIError, ValueError, FileNotFoundError, CheckpointError, KeyError) as error:
+        if os.environ.get("MPBN_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        if isinstance(error, KeyError):
+            message = f"missing entry {message}"
+        print(f"mpbn: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `mpbn presets | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("mpbn: interrupted (resume with `mpbn train --resume --out RUN_DIR`)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

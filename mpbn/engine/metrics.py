@@ -1,0 +1,119 @@
+"""What a run reports: spike rates, per-epoch metric lines, TensorBoard, per-seed summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from mpbn.layers.neuron import LIF
+
+__all__ = ["SpikeRateMeter", "MetricsWriter", "mean_std", "git_commit"]
+
+
+class SpikeRateMeter:
+    """Mean firing rate of all LIF layers, measured with forward hooks.
+
+    The rate is total spikes over total neuron-steps of every LIF output seen while
+    :meth:`measure` is active (so larger layers weigh more, as in an energy estimate).
+    Counts stay on the device; :attr:`rate` syncs once.
+    """
+
+    def __init__(self) -> None:
+        self.spikes: Tensor | None = None
+        self.total = 0
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        s = output.detach().float().sum()
+        self.spikes = s if self.spikes is None else self.spikes + s
+        self.total += output.numel()
+
+    @contextmanager
+    def measure(self, model: nn.Module) -> Iterator[SpikeRateMeter]:
+        handles = [m.register_forward_hook(self._hook) for m in model.modules()
+                   if isinstance(m, LIF)]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @property
+    def rate(self) -> float:
+        if self.spikes is None or self.total == 0:
+            return 0.0
+        return float(self.spikes) / self.total
+
+
+class MetricsWriter:
+    """Appends one JSON line per epoch to ``metrics.jsonl``; mirrors scalars to TensorBoard.
+
+    TensorBoard is used only when ``torch.utils.tensorboard`` imports (it needs the
+    ``tensorboard`` package, not a dependency of mpbn).
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed: metrics.jsonl is enough
+                self.tensorboard = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(key, value, record["epoch"])
+            self.tensorboard.flush()
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop lines of epochs > ``epoch`` (a resumed run rewrites them)."""
+        if not self.enabled or not self.path.exists():
+            return
+        lines = [line for line in self.path.read_text().splitlines()
+                 if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        self.path.write_text("".join(line + "\n" for line in lines))
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value): the papers' ``mean ± std``."""
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The commit of the code that ran (with ``+dirty`` for uncommitted changes), if in git."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout
+        return commit + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,204 @@
+"""The training loop: default run, resume == uninterrupted, NaN stop, checkpoints, schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mpbn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides, parse_set
+from mpbn.engine.presets import PRESETS, get_preset, list_presets
+from mpbn.engine.train import (
+    RunOptions,
+    TrainingDiverged,
+    lr_factor,
+    param_groups,
+    run,
+)
+
+EPOCH_KEYS = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time",
+              "images_per_s", "spike_rate"}
+
+
+def test_default_run_end_to_end(tmp_path):
+    cfg = dataclasses.replace(TrainConfig(), epochs=3, log_interval=5)
+    summary = run(cfg, RunOptions(out=tmp_path / "run", quiet=True))
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text()) == cfg.to_dict()
+    saved = json.loads((run_dir / "summary.json").read_text())
+    for key in ("name", "config", "seeds", "final_test_acc", "best_test_acc", "mean", "std",
+                "commit", "folded_test_acc"):
+        assert key in saved
+    assert saved["seeds"] == [0]
+    # Folding MPBN into thresholds changes nothing: same spikes, same accuracy.
+    assert summary["spike_mismatch"] == [0]
+    assert summary["folded_test_acc"] == pytest.approx(summary["final_test_acc"])
+    assert summary["final_test_acc"][0] > 0.5
+    lines = [json.loads(x) for x in (run_dir / "seed_0/metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    assert EPOCH_KEYS <= set(lines[0])
+    assert 0 < lines[-1]["spike_rate"] < 1
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(run_dir / "seed_0" / name)
+        assert ckpt["config"] == cfg.to_dict()
+        assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng"} <= set(ckpt)
+
+
+def test_seeds_report_mean_and_std(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, epochs=1, seeds=2, seed=5)
+    summary = run(cfg, RunOptions(out=tmp_path, force=True, quiet=True))
+    assert summary["seeds"] == [5, 6]
+    accs = summary["final_test_acc"]
+    assert summary["mean"] == pytest.approx(sum(accs) / 2)
+    assert summary["std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
+
+
+def _state(path):
+    return load_checkpoint(path)
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, encoding="poisson")  # exercises the RNG restore
+    run(cfg, RunOptions(out=tmp_path / "a", quiet=True))
+    assert run(cfg, RunOptions(out=tmp_path / "b", quiet=True, stop_after=1)) is None
+    assert _state(tmp_path / "b/seed_0/last.pt")["epoch"] == 1
+    summary = run(cfg, RunOptions(out=tmp_path / "b", quiet=True, resume=True))
+    assert summary is not None
+    a, b = _state(tmp_path / "a/seed_0/last.pt"), _state(tmp_path / "b/seed_0/last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(),
+                      strict=True):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    metrics = (tmp_path / "b/seed_0/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in metrics] == [1, 2]
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_config):
+    run(tiny_config, RunOptions(out=tmp_path, quiet=True, stop_after=1))
+    changed = dataclasses.replace(tiny_config, lr=0.05)
+    with pytest.raises(ConfigError, match="changed config.*lr"):
+        run(changed, RunOptions(out=tmp_path, quiet=True, resume=True))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, epochs=3)
+
+    def inject_nan(event, loss=None, epoch=0, global_step=0, **_):
+        if event == "step" and epoch == 2 and global_step == 6:
+            return loss * float("nan")
+        return None
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 \(global step 6\)"):
+        run(cfg, RunOptions(out=tmp_path, quiet=True, hooks=[inject_nan]))
+    last = load_checkpoint(tmp_path / "seed_0/last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_huge_lr_diverges_with_a_message(tmp_path, tiny_config):
+    cfg = dataclasses.replace(tiny_config, lr=1e30, epochs=1)
+    with pytest.raises(TrainingDiverged, match="NaN/inf at epoch 1"):
+        run(cfg, RunOptions(out=tmp_path, quiet=True))
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(100)}, "config": {"a": 1}})
+    assert load_checkpoint(path)["config"] == {"a": 1}
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=f"{path}.*corrupt or truncated"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoints_never_execute_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": "{}", "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"model": {}, "config": {}})
+    save_checkpoint(path, {"model": {"x": torch.zeros(1)}, "config": {}})
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_weight_decay_only_on_conv_and_linear_weights():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2))
+    decay, no_decay = param_groups(model, 1e-4, "weights")
+    assert {p.ndim for p in decay["params"]} == {2, 4}
+    assert {p.ndim for p in no_decay["params"]} == {1}
+    assert no_decay["weight_decay"] == 0.0
+    (everything,) = param_groups(model, 5e-4, "all")
+    assert len(everything["params"]) == len(list(model.parameters()))
+
+
+def test_schedules():
+    cosine = TrainConfig(epochs=10, schedule="cosine")
+    assert lr_factor(cosine, 0, 10) == 1.0
+    assert lr_factor(cosine, 99, 10) < 1e-3
+    step = TrainConfig(epochs=10, schedule="step", milestones=[0.5, 0.7, 0.9])
+    factors = [lr_factor(step, e * 10, 10) for e in range(10)]
+    assert factors == pytest.approx([1] * 5 + [0.1] * 2 + [0.01] * 2 + [0.001])
+
+
+def test_overrides_are_typed_and_validated():
+    cfg = apply_overrides(TrainConfig(), parse_set(
+        ["epochs=2", "lr=0.05", "mpbn=none", "milestones=0.5,0.75", "amp=true",
+         'model_kwargs={"width": 8}', "train_subset=none"]))
+    assert (cfg.epochs, cfg.lr, cfg.mpbn, cfg.milestones, cfg.amp) == (2, 0.05, None,
+                                                                     [0.5, 0.75], True)
+    assert cfg.model_kwargs == {"width": 8}
+    for bad, match in [("timesteps=0", "timesteps"), ("lr=-1", "lr"), ("nope=1", "unknown"),
+                       ("mpbn=row", "mpbn must be one of"), ("epochs=two", "expected int")]:
+        with pytest.raises(ConfigError, match=match):
+            apply_overrides(TrainConfig(), parse_set([bad]))
+
+
+def test_every_preset_is_valid():
+    assert len(list_presets()) >= 40
+    for name in list_presets():
+        cfg = get_preset(name)
+        assert cfg.name == name and cfg.description
+    mpbn = get_preset("mpbn-resnet19-cifar10-t2")
+    assert (mpbn.lr, mpbn.momentum, mpbn.weight_decay, mpbn.decay_params, mpbn.schedule,
+            mpbn.epochs, mpbn.batch_size, mpbn.autoaugment) == (0.1, 0.9, 1e-4, "weights",
+                                                                 "cosine", 400, 128, True)
+    assert get_preset("mpbn-resnet18-imagenet-t4").epochs == 320
+    assert get_preset("mpbn-resnet19-cifar10dvs-t10").lr == 0.01
+    bntt = get_preset("bntt-vgg9-cifar10-t25")
+    assert (bntt.lr, bntt.weight_decay, bntt.schedule, bntt.norm, bntt.reset, bntt.encoding,
+            bntt.surrogate, bntt.alpha, bntt.v_threshold) == (0.3, 5e-4, "step", "bntt",
+                                                              "soft", "poisson", "linear", 0.3,
+                                                              1.0)
+    assert [get_preset(f"bntt-{n}").epochs for n in
+            ("vgg9-cifar10-t25", "vgg11-cifar100-t50", "vgg11-tiny-imagenet-t30",
+             "vggsnn-cifar10dvs-t20")] == [120, 240, 90, 60]
+
+
+REDUCED = sorted(p for p in PRESETS if p.startswith(("cifar10-r20narrow", "bntt-vs-bn")))
+
+
+@pytest.mark.parametrize("name", REDUCED)
+def test_reduced_presets_run_one_tiny_epoch(name, fake_cifar10, tmp_path):
+    cfg = apply_overrides(get_preset(name), dict(
+        data_root=str(fake_cifar10), train_subset=20, test_subset=10, epochs=1, batch_size=10,
+        eval_batch_size=10, fold=True))
+    summary = run(cfg, RunOptions(out=tmp_path, quiet=True))
+    assert summary["spike_mismatch"] == [0]
+    assert summary["folded_test_acc"] == pytest.approx(summary["final_test_acc"])
