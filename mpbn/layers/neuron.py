@@ -191,6 +191,9 @@ class LIF(nn.Module):
         detach_reset: Stop gradients through the reset.
         eps: MPBN epsilon.
         momentum: MPBN running-statistics momentum.
+        backend: ``"reference"`` (the step function over time), ``"fused"`` (one autograd
+            Function with a hand-written BPTT, :mod:`mpbn.functional.fused`; an error where it
+            does not apply) or ``"auto"`` (fused where it applies, else the reference).
     """
 
     def __init__(
@@ -209,8 +212,12 @@ class LIF(nn.Module):
         detach_reset: bool = False,
         eps: float = 1e-5,
         momentum: float = 0.1,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        if backend not in ("reference", "fused", "auto"):
+            raise ValueError(f"unknown backend {backend!r}; valid: reference, fused, auto")
+        self.backend = backend
         # Validates decay, reset and surrogate with one-line errors.
         LIFParams(decay=decay, reset=reset, surrogate=surrogate, alpha=alpha)
         if not isinstance(v_threshold, Tensor) and not math.isfinite(v_threshold):
@@ -257,11 +264,43 @@ class LIF(nn.Module):
         if x_seq.dim() < 2:
             raise ValueError(f"LIF expects a sequence [T, B, ...], got shape {tuple(x_seq.shape)}")
         params = self.params_for(x_seq[0])
+        if self.backend != "reference":
+            spikes = self._forward_fused(x_seq, params)
+            if spikes is not None:
+                return spikes
         if self.membrane_norm is None:
             return run_over_time(lambda c, u, t: lif_step(c, u, params), x_seq)
         self.membrane_norm.check_step_shape(x_seq)
         with self.membrane_norm.through_time() as normalize:
             return run_over_time(lambda c, u, t: lif_step(c, u, params, normalize, t), x_seq)
+
+    def _forward_fused(self, x_seq: Tensor, params: LIFParams) -> Tensor | None:
+        """The fused path (same function as the reference), or ``None`` where it does not apply."""
+        from mpbn.functional import fused
+
+        mbn = self.membrane_norm
+        norm = None
+        if mbn is not None:
+            mbn.check_step_shape(x_seq)
+            norm = fused.MembraneNormArgs(
+                mbn.granularity, mbn.weight, mbn.bias, mbn.running_mean, mbn.running_var,
+                mbn.eps, mbn.momentum, mbn.training,
+            )
+        ok = fused.can_fuse(x_seq, params.v_threshold, params.threshold_sign,
+                            params.reset_amount, norm)
+        if not ok or (mbn is not None and mbn.process_group is not None):
+            if self.backend == "fused":
+                raise ValueError("backend='fused' does not support this neuron/input "
+                                 "(folded threshold_sign, distributed MPBN, or non-float input)")
+            return None
+        spikes = fused.lif_fused(
+            x_seq, decay=params.decay, v_threshold=params.v_threshold, reset=params.reset,
+            surrogate=params.surrogate, alpha=params.alpha, reset_amount=params.reset_amount,
+            detach_reset=params.detach_reset, norm=norm,
+        )
+        if mbn is not None and mbn.training:
+            mbn.num_batches_tracked.add_(1)
+        return spikes
 
     def extra_repr(self) -> str:
         th = self.v_threshold

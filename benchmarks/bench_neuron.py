@@ -1,0 +1,192 @@
+"""Neuron fwd+bwd: the reference loop vs the fused paths vs the memory floor, side by side.
+
+For LIF and MPBN-LIF (channel-wise, training mode) and T = 1, 2, 4, 8 at ``x = [T, B, C, H, W]``
+(default ``[T, 32, 128, 16, 16]``), prints the median fwd+bwd time of:
+
+- ``reference``: :func:`mpbn.functional.neuron.lif_step` over time under autograd;
+- ``eager``: :class:`mpbn.functional.fused.FusedLIF` with torch ops;
+- ``compiled``: the same code through ``torch.compile`` (first-call compile time printed);
+- ``triton``: the Triton kernels (CUDA only; MPBN training mode runs the torch code there);
+- ``spikingjelly``: its multi-step ``LIFNode`` (and an MPBN-style neuron = BN over ``u`` inside
+  its loop is not shipped by it, so only LIF) when ``spikingjelly`` is importable;
+- ``floor``: the bytes a fused kernel must move (24 B per float32 element-step for LIF: read x,
+  write spikes, save ``u_pre``, and the same again backward; 40 B for MPBN-LIF, which also reads
+  ``u_pre`` for the per-step statistics and reads the spikes back) divided by the streaming
+  bandwidth measured in this run (``torch.add(a, b, out=c)``, 12 B per element).
+
+Usage::
+
+    python benchmarks/bench_neuron.py                 # full shape, T = 1 2 4 8
+    python benchmarks/bench_neuron.py --small         # [T, 8, 32, 8, 8]: a quick look
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python benchmarks/bench_neuron.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from mpbn.functional import fused
+from mpbn.layers import LIF
+
+FLOOR_BYTES = {"LIF": 24, "MPBN-LIF": 40}
+
+
+def allocator() -> str:
+    preload = os.environ.get("LD_PRELOAD", "")
+    if "jemalloc" in preload:
+        return f"jemalloc (LD_PRELOAD={preload})"
+    if "tcmalloc" in preload:
+        return f"tcmalloc (LD_PRELOAD={preload})"
+    return "glibc malloc"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, repeats: int,
+              warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def bandwidth_gbs(numel: int, device: torch.device, repeats: int) -> float:
+    """Streaming bandwidth of ``torch.add(a, b, out=c)``: 12 B per float32 element."""
+    a = torch.randn(numel, device=device)
+    b = torch.randn(numel, device=device)
+    c = torch.empty_like(a)
+    ms = median_ms(lambda: torch.add(a, b, out=c), device, repeats * 2)
+    return 12 * numel / (ms * 1e-3) / 1e9
+
+
+def fwd_bwd(module: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        xi = x.detach().requires_grad_(True)
+        module(xi).backward(grad)
+
+    return run
+
+
+def fused_fwd_bwd(kind: str, backend: str, x: torch.Tensor, grad: torch.Tensor,
+                  channels: int) -> Callable[[], None]:
+    module = LIF(membrane_norm="channel" if kind == "MPBN-LIF" else None,
+                 num_features=channels).to(x.device)
+
+    def run() -> None:
+        xi = x.detach().requires_grad_(True)
+        norm = None
+        mbn = module.membrane_norm
+        if mbn is not None:
+            norm = fused.MembraneNormArgs("channel", mbn.weight, mbn.bias, mbn.running_mean,
+                                          mbn.running_var, mbn.eps, mbn.momentum, True)
+        fused.lif_fused(xi, norm=norm, backend=backend).backward(grad)
+
+    return run
+
+
+def spikingjelly_fwd_bwd(x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None] | None:
+    try:
+        from spikingjelly.activation_based import neuron, surrogate
+    except ImportError:
+        return None
+    node = neuron.LIFNode(tau=4 / 3, decay_input=False, v_threshold=0.5, v_reset=0.0,
+                          surrogate_function=surrogate.ATan(), step_mode="m").to(x.device)
+
+    def run() -> None:
+        node.reset()
+        xi = x.detach().requires_grad_(True)
+        node(xi).backward(grad)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs="+", default=[32, 128, 16, 16],
+                        help="one step's shape [B, C, ...]")
+    parser.add_argument("--small", action="store_true", help="use [8, 32, 8, 8]")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    shape = [8, 32, 8, 8] if args.small else args.shape
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"{platform.processor() or platform.machine()}, allocator: {allocator()}")
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name()}")
+    step_numel = 1
+    for s in shape:
+        step_numel *= s
+    bandwidth = bandwidth_gbs(max(step_numel * 4, 1 << 24), device, args.repeats)
+    print(f"streaming bandwidth (torch.add out=): {bandwidth:.1f} GB/s; step shape {shape}")
+
+    variants = ["reference", "eager"]
+    if not args.no_compile and device.type == "cpu":
+        variants.append("compiled")
+    if device.type == "cuda":
+        from mpbn.functional import triton_lif
+
+        if triton_lif.available():
+            variants.append("triton")
+    header = (f"{'neuron':9} {'T':>2} {'floor':>7} " + " ".join(f"{v:>10}" for v in variants)
+              + "  " + " ".join(f"{v + '/floor':>15}" for v in variants[1:]))
+    rows = []
+    for kind in ("LIF", "MPBN-LIF"):
+        for steps in args.steps:
+            x = torch.randn(steps, *shape, device=device) * 0.8 + 0.3
+            grad = torch.randn_like(x)
+            floor = FLOOR_BYTES[kind] * x.numel() / (bandwidth * 1e9) * 1e3
+            times = {}
+            for variant in variants:
+                if variant == "reference":
+                    module = LIF(backend="reference", membrane_norm="channel"
+                                 if kind == "MPBN-LIF" else None, num_features=shape[1])
+                    fn = fwd_bwd(module.to(device), x, grad)
+                else:
+                    fn = fused_fwd_bwd(kind, variant, x, grad, shape[1])
+                if variant == "compiled":
+                    start = time.perf_counter()
+                    fn()
+                    print(f"  compile {kind} T={steps}: {time.perf_counter() - start:.1f} s "
+                          "(first call)")
+                times[variant] = median_ms(fn, device, args.repeats)
+            if kind == "LIF":
+                sj = spikingjelly_fwd_bwd(x, grad)
+                if sj is not None:
+                    times["spikingjelly"] = median_ms(sj, device, args.repeats)
+            rows.append((kind, steps, floor, times))
+            ratios = " ".join(f"{times[v] / floor:>14.2f}x" for v in variants[1:])
+            print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
+            print(f"{kind:9} {steps:>2} {floor:>7.2f} "
+                  + " ".join(f"{times[v]:>10.2f}" for v in variants) + "  " + ratios
+                  + (f"  spikingjelly {times['spikingjelly']:.2f}" if "spikingjelly" in times
+                     else ""))
+    print("\nspeed-up of the fastest fused variant over the reference loop:")
+    for kind, steps, _, times in rows:
+        best = min((times[v], v) for v in variants[1:])
+        print(f"  {kind:9} T={steps}: {times['reference'] / best[0]:.1f}x ({best[1]})")
+    print("\ntimes are medians in ms of forward+backward; floor = bytes / measured bandwidth")
+
+
+if __name__ == "__main__":
+    main()

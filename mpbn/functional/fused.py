@@ -1,0 +1,492 @@
+"""A fused multi-step LIF (optionally MPBN-LIF) with a hand-written BPTT backward.
+
+The reference (:func:`mpbn.functional.neuron.lif_step` under
+:func:`~mpbn.functional.neuron.run_over_time`) builds an autograd graph of several small
+elementwise ops per time step. This module computes the same function as one custom autograd
+Function over the whole sequence ``[T, B, ...]``: forward walks ``t = 0 .. T-1`` and saves only
+the pre-reset potentials ``u_pre`` (plus, with MPBN, the per-step statistics ``[T, F]`` and the
+spikes it returns anyway); backward walks ``t = T-1 .. 0`` through the recurrence.
+
+Forward (MPBN Eq. 1-2, 7-8)::
+
+    u_pre[t] = decay * u[t-1] + c[t]                     (Eq. 1, u[-1] = 0)
+    v[t]     = scale[t] * u_pre[t] + shift[t]            (Eq. 7 as a per-feature affine map)
+    o[t]     = 1[v[t] - V_th > 0]                        (Eq. 2 / 8)
+    u[t]     = u_pre[t] * (1 - o[t])   or   u_pre[t] - o[t] * reset_amount
+
+with ``scale = lambda / sqrt(var_t + eps)`` and ``shift = beta - mu_t * scale``: the batch
+statistics of ``u_pre[t]`` in training (biased variance, as BN normalizes), the running ones in
+evaluation, and ``scale = 1, shift = 0`` without MPBN.
+
+Backward (BPTT; ``g_u[t]`` is dL/du[t] coming from step ``t + 1``, zero at ``t = T-1``)::
+
+    g_o      = dL/do[t] + g_u[t] * du[t]/do[t]           (-u_pre hard, -reset_amount soft;
+                                                          0 with detach_reset, as Eq. 11)
+    g_v      = g_o * surrogate'(v - V_th)                (Eq. 12 for "rectangle")
+    g_pre    = g_u[t] * du[t]/du_pre[t] + BN'(g_v)       ((1 - o) hard, 1 soft)
+    dL/dc[t] = g_pre,   g_u[t-1] = decay * g_pre          (Eq. 1)
+
+where ``BN'`` is batch-norm's input gradient with the statistics of step ``t`` (training) or
+``scale * g_v`` (evaluation), and ``dL/dlambda``, ``dL/dbeta`` are summed over steps.
+
+Two CPU variants run the same Python code: eager (vectorized tensor ops, no compile latency) and
+``torch.compile`` d (Inductor fuses a step, or the whole LIF sequence, into one C++ loop). On
+CUDA, plain LIF and eval-mode MPBN run as a Triton kernel that walks ``T`` inside
+(:mod:`mpbn.functional.triton_lif`); training-mode MPBN on CUDA runs the torch code.
+
+Deviations from the reference are rounding only: ``v`` is computed as ``scale * u_pre + shift``
+rather than ``F.batch_norm``'s expression, so a potential within a few ulps of ``V_th`` may fire
+differently (never seen in float64 tests). Folded neurons (``threshold_sign``), thresholds that
+require gradients and synchronized (distributed) MPBN are not fused: :func:`can_fuse` says no
+and the module runs the reference.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mpbn.functional.norm import update_running_stats
+from mpbn.functional.surrogate import DEFAULT_ALPHA, check_surrogate, surrogate_grad
+
+__all__ = [
+    "BACKENDS",
+    "MembraneNormArgs",
+    "FusedLIF",
+    "can_fuse",
+    "lif_fused",
+    "compile_enabled",
+    "set_compile",
+]
+
+#: ``backend`` values of :func:`lif_fused`.
+BACKENDS = ("auto", "eager", "compiled", "triton")
+
+# CPU compile is opt-in: the first call per shape costs ~10-20 s of gcc, which a test suite or a
+# short run does not want to pay by surprise. MPBN_COMPILE=1 (or set_compile(True)) turns it on.
+_COMPILE = os.environ.get("MPBN_COMPILE", "0") not in ("", "0", "false", "False")
+
+
+def set_compile(enabled: bool) -> None:
+    """Use ``torch.compile`` d loops for CPU tensors under ``backend="auto"``."""
+    global _COMPILE
+    _COMPILE = bool(enabled)
+
+
+def compile_enabled() -> bool:
+    """Whether ``backend="auto"`` compiles on CPU (``MPBN_COMPILE=1`` or :func:`set_compile`)."""
+    return _COMPILE
+
+
+@dataclass(frozen=True)
+class MembraneNormArgs:
+    """The MPBN of an MPBN-LIF, in the layout of :class:`mpbn.layers.MembraneBN`.
+
+    Attributes:
+        granularity: ``"channel"`` (statistics over batch and space of dim 1 of a step) or
+            ``"element"`` (statistics over the batch, one set per neuron).
+        weight: ``lambda``, ``[C]`` or the per-step shape ``(C, ...)``.
+        bias: ``beta``, like ``weight``.
+        running_mean: Running mean like ``weight``; updated in place in training.
+        running_var: Running (unbiased) variance like ``weight``; updated in place in training.
+        eps: Added to the variance.
+        momentum: Running-statistics momentum (as ``nn.BatchNorm``).
+        training: Batch statistics per step (True) or running statistics (False).
+    """
+
+    granularity: str
+    weight: Tensor
+    bias: Tensor
+    running_mean: Tensor
+    running_var: Tensor
+    eps: float = 1e-5
+    momentum: float = 0.1
+    training: bool = True
+
+
+@dataclass(frozen=True)
+class _Config:
+    """Everything static about one call; hashable, so it can key compiled variants."""
+
+    decay: float
+    hard: bool
+    surrogate: str
+    alpha: float
+    detach_reset: bool
+    norm: str | None  # None, "train" or "eval"
+    reduce_dims: tuple[int, ...]  # the dims of a step [B, ...] that MPBN statistics reduce
+    eps: float
+
+
+def _is_tensor_needing_grad(value: object) -> bool:
+    return isinstance(value, Tensor) and value.requires_grad
+
+
+def can_fuse(
+    x_seq: Tensor,
+    v_threshold: float | Tensor,
+    threshold_sign: Tensor | float | None = None,
+    reset_amount: float | Tensor | None = None,
+    norm: MembraneNormArgs | None = None,
+) -> bool:
+    """Whether :func:`lif_fused` computes exactly what the reference would for these arguments.
+
+    Not fused: folded neurons (``threshold_sign``), thresholds or reset amounts that require
+    gradients (the fused backward returns none for them), non-float input, and MPBN whose
+    parameters differ in dtype/device from the input (the reference then relies on autocast or
+    type promotion inside ``F.batch_norm``).
+    """
+    if x_seq.dim() < 2 or not x_seq.is_floating_point() or x_seq.shape[0] == 0:
+        return False
+    if threshold_sign is not None:
+        return False
+    if _is_tensor_needing_grad(v_threshold) or _is_tensor_needing_grad(reset_amount):
+        return False
+    if norm is not None:
+        if x_seq.dim() < 3:
+            return False
+        for tensor in (norm.weight, norm.bias, norm.running_mean, norm.running_var):
+            if tensor.dtype != x_seq.dtype or tensor.device != x_seq.device:
+                return False
+        if norm.training and x_seq[0].numel() // norm.weight.numel() < 2:
+            return False  # BN refuses one value per feature; let the reference raise
+    return True
+
+
+def _per_step(value: Tensor, granularity: str, step: Tensor) -> Tensor:
+    """Shape a per-feature MPBN tensor to broadcast over one step ``[B, C, ...]``."""
+    if granularity == "channel":
+        return value.view(-1, *([1] * (step.dim() - 2)))
+    return value.view(step.shape[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# The recurrence, written once. Called eagerly or through torch.compile (same code, same math).
+# ----------------------------------------------------------------------------------------------
+
+
+def _forward_steps(
+    c_seq: Tensor,
+    v_th: float | Tensor,
+    amount: float | Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean_eval: Tensor | None,
+    invstd_eval: Tensor | None,
+    cfg: _Config,
+    save: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Forward over time. Returns ``(spikes, u_pre_seq, means, variances)``.
+
+    ``means``/``variances`` (biased) are ``[T, *stat_shape]`` in training MPBN, else ``None``;
+    ``u_pre_seq`` is ``None`` unless ``save``.
+    """
+    steps = c_seq.shape[0]
+    spikes: list[Tensor] = []
+    u_pres: list[Tensor] = []
+    means: list[Tensor] = []
+    variances: list[Tensor] = []
+    if cfg.norm == "eval":
+        scale = weight * invstd_eval
+        shift = bias - mean_eval * scale
+    u: Tensor | None = None
+    for t in range(steps):
+        u_pre = c_seq[t] if u is None else cfg.decay * u + c_seq[t]  # Eq. 1
+        if cfg.norm is None:
+            v = u_pre
+        else:
+            if cfg.norm == "train":
+                # Biased variance normalizes (BN Eq. 4-5); one pass for both moments.
+                var, mean = torch.var_mean(u_pre, dim=cfg.reduce_dims, correction=0, keepdim=True)
+                invstd = torch.rsqrt(var + cfg.eps)
+                scale = weight * invstd
+                shift = bias - mean * scale
+                means.append(mean)
+                variances.append(var)
+            v = u_pre * scale + shift  # Eq. 7
+        o = (v - v_th > 0).to(c_seq.dtype)  # Eq. 2 / 8
+        if cfg.hard:
+            u = u_pre * (1 - o)
+        else:
+            u = u_pre - o * amount
+        spikes.append(o)
+        if save:
+            u_pres.append(u_pre)
+    return (
+        torch.stack(spikes),
+        torch.stack(u_pres) if save else None,
+        torch.stack(means) if means else None,
+        torch.stack(variances) if variances else None,
+    )
+
+
+def _backward_steps(
+    grad_spikes: Tensor,
+    u_pre_seq: Tensor,
+    spikes: Tensor | None,
+    v_th: float | Tensor,
+    amount: float | Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    means: Tensor | None,
+    invstds: Tensor | None,
+    cfg: _Config,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """BPTT over time (module docstring). Returns ``(grad_c, grad_weight, grad_bias)``.
+
+    ``means``/``invstds`` are ``[T, ...]`` per-step statistics in training and the running
+    statistics shaped for one step (no ``T``) in evaluation. ``spikes`` may be ``None``
+    (recomputed from ``u_pre``; exact without MPBN, where ``v = u_pre``).
+    """
+    steps = u_pre_seq.shape[0]
+    grads: list[Tensor] = []
+    grad_w: Tensor | None = None
+    grad_b: Tensor | None = None
+    g_u: Tensor | None = None
+    count = 1
+    if cfg.norm is not None:
+        for d in cfg.reduce_dims:
+            count *= u_pre_seq.shape[1 + d]
+    for t in range(steps - 1, -1, -1):
+        u_pre = u_pre_seq[t]
+        if cfg.norm is None:
+            v = u_pre
+        else:
+            mean = means[t] if cfg.norm == "train" else means
+            invstd = invstds[t] if cfg.norm == "train" else invstds
+            scale = weight * invstd
+            v = u_pre * scale + (bias - mean * scale)
+        x = v - v_th
+        o = (x > 0).to(u_pre.dtype) if spikes is None else spikes[t]
+        g_o = grad_spikes[t]
+        if g_u is not None and not cfg.detach_reset:
+            g_o = g_o - g_u * (u_pre if cfg.hard else amount)
+        g_v = g_o * surrogate_grad(cfg.surrogate, x, v_th, cfg.alpha)
+        if cfg.norm is None:
+            g_pre = g_v
+        else:
+            # dL/dbeta = sum g_v; dL/dlambda = sum g_v * x_hat = invstd * (sum g_v u - mu sum g_v)
+            sum_g = g_v.sum(dim=cfg.reduce_dims, keepdim=True)
+            sum_gu = (g_v * u_pre).sum(dim=cfg.reduce_dims, keepdim=True)
+            sum_gx = invstd * (sum_gu - mean * sum_g)
+            grad_w = sum_gx if grad_w is None else grad_w + sum_gx
+            grad_b = sum_g if grad_b is None else grad_b + sum_g
+            if cfg.norm == "train":
+                # BN input gradient: scale * (g_v - mean(g_v) - x_hat * mean(g_v * x_hat)),
+                # with x_hat = (u_pre - mu) * invstd expanded into a per-feature affine in u_pre.
+                k1 = scale * invstd * sum_gx / count
+                k0 = k1 * mean - scale * sum_g / count
+                g_pre = scale * g_v - k1 * u_pre + k0
+            else:
+                g_pre = scale * g_v
+        if g_u is not None:
+            g_pre = g_pre + (g_u * (1 - o) if cfg.hard else g_u)
+        grads.append(g_pre)
+        g_u = cfg.decay * g_pre  # Eq. 1: u_pre[t] = decay * u[t-1] + c[t]
+    grads.reverse()
+    return torch.stack(grads), grad_w, grad_b
+
+
+_compiled: dict[str, object] = {}
+_CONFIGS: dict[_Config, _Config] = {}
+
+
+def _compiled_fn(name: str):
+    """``torch.compile`` d ``_forward_steps``/``_backward_steps`` (created on first use)."""
+    if name not in _compiled:
+        fn = _forward_steps if name == "forward" else _backward_steps
+        _compiled[name] = torch.compile(fn, dynamic=False, fullgraph=True)
+    return _compiled[name]
+
+
+def _use_triton(c_seq: Tensor, cfg: _Config) -> bool:
+    if not c_seq.is_cuda or cfg.norm == "train":
+        return False
+    from mpbn.functional import triton_lif
+
+    return triton_lif.available()
+
+
+class FusedLIF(torch.autograd.Function):
+    """The whole LIF / MPBN-LIF sequence as one autograd node (see the module docstring).
+
+    Saved for backward: ``u_pre [T, B, ...]`` in the input dtype, with MPBN also the spikes (the
+    tensor returned, so no extra memory) and ``[T, F]`` statistics.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        c_seq: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        v_th: float | Tensor,
+        amount: float | Tensor,
+        norm: MembraneNormArgs | None,
+        cfg: _Config,
+        backend: str,
+    ) -> Tensor:
+        # Nothing to save when no input needs a gradient (inference, torch.no_grad()).
+        save = any(ctx.needs_input_grad[:3])
+        mean_eval = invstd_eval = None
+        if cfg.norm == "eval":
+            step = c_seq[0]
+            mean_eval = _per_step(norm.running_mean, norm.granularity, step)
+            invstd_eval = torch.rsqrt(_per_step(norm.running_var, norm.granularity, step) + cfg.eps)
+            weight = _per_step(weight, norm.granularity, step)
+            bias = _per_step(bias, norm.granularity, step)
+        elif cfg.norm == "train":
+            weight = _per_step(weight, norm.granularity, c_seq[0])
+            bias = _per_step(bias, norm.granularity, c_seq[0])
+        if backend == "triton":
+            from mpbn.functional import triton_lif
+
+            spikes, u_pre_seq = triton_lif.forward(
+                c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)
+            means = variances = None
+        else:
+            fn = _compiled_fn("forward") if backend == "compiled" else _forward_steps
+            spikes, u_pre_seq, means, variances = fn(
+                c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)
+        if cfg.norm == "train":
+            steps, count = c_seq.shape[0], c_seq[0].numel() // weight.numel()
+            # Unbiased variance for the running estimate, as BN tracks it.
+            update_running_stats(
+                norm.running_mean.view(-1), norm.running_var.view(-1),
+                means.reshape(steps, -1), variances.reshape(steps, -1) * (count / (count - 1)),
+                norm.momentum,
+            )
+        if save:
+            tensors = [u_pre_seq]
+            # Triton recomputes spikes from u_pre; the torch code reads the MPBN ones back.
+            tensors.append(spikes if cfg.norm is not None and backend != "triton" else None)
+            if cfg.norm == "train":
+                tensors += [means, torch.rsqrt(variances + cfg.eps)]
+            elif cfg.norm == "eval":
+                tensors += [mean_eval, invstd_eval]
+            else:
+                tensors += [None, None]
+            tensors += [weight, bias]
+            tensors.append(v_th if isinstance(v_th, Tensor) else None)
+            tensors.append(amount if isinstance(amount, Tensor) else None)
+            ctx.save_for_backward(*tensors)
+            ctx.v_th = None if isinstance(v_th, Tensor) else v_th
+            ctx.amount = None if isinstance(amount, Tensor) else amount
+            ctx.cfg, ctx.backend = cfg, backend
+            ctx.granularity = None if norm is None else norm.granularity
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):
+        (u_pre_seq, spikes, means, invstds, weight, bias, v_th_t, amount_t) = ctx.saved_tensors
+        v_th = ctx.v_th if v_th_t is None else v_th_t
+        amount = ctx.amount if amount_t is None else amount_t
+        cfg: _Config = ctx.cfg
+        grad_spikes = grad_spikes.contiguous()
+        if ctx.backend == "triton":
+            from mpbn.functional import triton_lif
+
+            grad_c, grad_w, grad_b = triton_lif.backward(
+                grad_spikes, u_pre_seq, v_th, amount, weight, bias, means, invstds, cfg)
+        else:
+            fn = _compiled_fn("backward") if ctx.backend == "compiled" else _backward_steps
+            grad_c, grad_w, grad_b = fn(
+                grad_spikes, u_pre_seq, spikes, v_th, amount, weight, bias, means, invstds, cfg)
+        if cfg.norm is not None:
+            # Back to the parameters' own shape ([C] or (C, ...)).
+            grad_w = grad_w.reshape(-1) if ctx.granularity == "channel" else grad_w.reshape(
+                weight.shape)
+            grad_b = grad_b.reshape(-1) if ctx.granularity == "channel" else grad_b.reshape(
+                bias.shape)
+            if not ctx.needs_input_grad[1]:
+                grad_w = None
+            if not ctx.needs_input_grad[2]:
+                grad_b = None
+        return grad_c, grad_w, grad_b, None, None, None, None, None
+
+
+def _build_config(
+    x_seq: Tensor, decay: float, v_threshold: float | Tensor, reset: str, surrogate: str,
+    alpha: float | None, reset_amount: float | Tensor | None, detach_reset: bool,
+    norm: MembraneNormArgs | None, backend: str,
+) -> _Config:
+    """Validate the arguments of :func:`lif_fused` and collect the static ones."""
+    if reset not in ("hard", "soft"):
+        raise ValueError(f"unknown reset {reset!r}; valid: hard, soft")
+    check_surrogate(surrogate)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if not can_fuse(x_seq, v_threshold, None, reset_amount, norm):
+        raise ValueError("these arguments are not supported by the fused LIF (see can_fuse)")
+    step_dims = x_seq.dim() - 1
+    reduce_dims: tuple[int, ...] = ()
+    norm_mode = None
+    if norm is not None:
+        norm_mode = "train" if norm.training else "eval"
+        reduce_dims = (0,) + tuple(range(2, step_dims)) if norm.granularity == "channel" else (0,)
+    cfg = _Config(
+        decay=float(decay),
+        hard=reset == "hard",
+        surrogate=surrogate,
+        alpha=float(DEFAULT_ALPHA[surrogate] if alpha is None else alpha),
+        detach_reset=bool(detach_reset),
+        norm=norm_mode,
+        reduce_dims=reduce_dims,
+        eps=float(norm.eps) if norm is not None else 0.0,
+    )
+    # One object per distinct config: torch.compile guards on the object's identity, and a
+    # fresh one per call would recompile every call.
+    return _CONFIGS.setdefault(cfg, cfg)
+
+
+def lif_fused(
+    x_seq: Tensor,
+    *,
+    decay: float = 0.25,
+    v_threshold: float | Tensor = 0.5,
+    reset: str = "hard",
+    surrogate: str = "rectangle",
+    alpha: float | None = None,
+    reset_amount: float | Tensor | None = None,
+    detach_reset: bool = False,
+    norm: MembraneNormArgs | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Spikes of a LIF (MPBN-LIF with ``norm``) over ``x_seq [T, B, ...]`` (MPBN Eq. 1-2, 7-8).
+
+    Same function as the reference :func:`~mpbn.functional.neuron.lif_step` run over time,
+    computed by :class:`FusedLIF`. In training with ``norm``, the running statistics are
+    updated in place once, with the step-averaged batch mean and unbiased variance
+    (:func:`mpbn.functional.norm.update_running_stats`), as ``MembraneBN.through_time`` does.
+
+    Args:
+        x_seq: Input currents ``[T, B, ...]``.
+        decay: Leak ``tau`` of Eq. 1.
+        v_threshold: ``V_th``, a float or a tensor broadcastable to one step ``[B, ...]``.
+        reset: ``"hard"`` or ``"soft"``.
+        surrogate: Surrogate gradient name.
+        alpha: Surrogate parameter; ``None`` takes its default.
+        reset_amount: What a soft reset subtracts; ``None`` means ``v_threshold``.
+        detach_reset: Stop the gradient through the reset.
+        norm: The membrane normalization, or ``None`` for plain LIF.
+        backend: ``"eager"`` (torch ops), ``"compiled"`` (``torch.compile``), ``"triton"``
+            (CUDA; plain LIF and eval-mode MPBN), or ``"auto"``: Triton where it applies,
+            else compiled if :func:`compile_enabled`, else eager.
+    """
+    cfg = _build_config(x_seq, decay, v_threshold, reset, surrogate, alpha, reset_amount,
+                        detach_reset, norm, backend)
+    x_seq = x_seq.contiguous()
+    amount = v_threshold if reset_amount is None else reset_amount
+    if backend == "auto":
+        if _use_triton(x_seq, cfg):
+            backend = "triton"
+        else:
+            backend = "compiled" if compile_enabled() else "eager"
+    elif backend == "triton" and not _use_triton(x_seq, cfg):
+        backend = "eager"  # no Triton, CPU tensor, or training-mode MPBN: the torch code
+    weight = norm.weight if norm is not None else None
+    bias = norm.bias if norm is not None else None
+    return FusedLIF.apply(x_seq, weight, bias, v_threshold, amount, norm, cfg, backend)

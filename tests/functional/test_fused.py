@@ -1,0 +1,208 @@
+"""The fused LIF / MPBN-LIF against the reference step function (the spec).
+
+Spikes must be identical and gradients (input, MPBN weight and bias) equal to float64
+tolerance, for every reset, surrogate and MPBN mode, T = 1, 2, 4, 8; running statistics must
+be updated identically.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mpbn.functional import fused
+from mpbn.functional.surrogate import SURROGATES
+from mpbn.layers import LIF
+
+SHAPE = (3, 4, 3, 3)  # one step [B, C, H, W]: element-wise stats over 3 samples
+NORM_MODES = ("none", "channel-train", "channel-eval", "element-train", "element-eval")
+
+
+def make_pair(norm_mode: str, dtype=torch.float64, **kwargs) -> tuple[LIF, LIF]:
+    """A reference LIF and a fused LIF with identical (non-trivial) parameters and buffers."""
+    if norm_mode != "none":
+        granularity, mode = norm_mode.split("-")
+        kwargs.update(membrane_norm=granularity, num_features=SHAPE[1], feature_shape=SHAPE[1:])
+    ref = LIF(backend="reference", **kwargs).to(dtype)
+    fast = LIF(backend="fused", **kwargs).to(dtype)
+    if norm_mode != "none":
+        gen = torch.Generator().manual_seed(1)
+        mbn = ref.membrane_norm
+        shape = mbn.feature_shape
+        with torch.no_grad():
+            mbn.weight.copy_(torch.rand(shape, generator=gen, dtype=dtype) + 0.5)
+            mbn.weight.view(-1)[0] = -0.7  # a negative scale must work too
+            mbn.bias.copy_(torch.randn(shape, generator=gen, dtype=dtype) * 0.3)
+            mbn.running_mean.copy_(torch.randn(shape, generator=gen, dtype=dtype) * 0.2)
+            mbn.running_var.copy_(torch.rand(shape, generator=gen, dtype=dtype) + 0.5)
+        fast.load_state_dict(ref.state_dict())
+        ref.train(mode == "train")
+        fast.train(mode == "train")
+    return ref, fast
+
+
+def run_both(ref: LIF, fast: LIF, steps: int, dtype=torch.float64, scale: float = 0.8):
+    gen = torch.Generator().manual_seed(steps)
+    x = (torch.randn(steps, *SHAPE, generator=gen, dtype=dtype) * scale + 0.3)
+    grad_out = torch.randn(steps, *SHAPE, generator=gen, dtype=dtype)
+    results = []
+    for module in (ref, fast):
+        xi = x.clone().requires_grad_(True)
+        out = module(xi)
+        params = [p for p in module.parameters()]
+        grads = torch.autograd.grad(out, [xi, *params], grad_out)
+        results.append((out.detach(), grads))
+    return results
+
+
+def assert_same(ref: LIF, fast: LIF, results) -> None:
+    (out_r, grads_r), (out_f, grads_f) = results
+    assert out_r.sum() > 0, "test input should make the neuron fire"
+    torch.testing.assert_close(out_f, out_r, rtol=0, atol=0)
+    for g_f, g_r in zip(grads_f, grads_r, strict=True):
+        torch.testing.assert_close(g_f, g_r, rtol=1e-9, atol=1e-10)
+    for (name, b_r), (_, b_f) in zip(ref.named_buffers(), fast.named_buffers(), strict=True):
+        torch.testing.assert_close(b_f, b_r, rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+@pytest.mark.parametrize("norm_mode", NORM_MODES)
+@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_matches_reference(reset: str, surrogate: str, norm_mode: str, steps: int) -> None:
+    ref, fast = make_pair(norm_mode, reset=reset, surrogate=surrogate)
+    assert_same(ref, fast, run_both(ref, fast, steps))
+
+
+@pytest.mark.parametrize("norm_mode", ["none", "channel-train", "element-eval"])
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_detach_reset_and_tensor_thresholds(reset: str, norm_mode: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    per_channel = torch.rand(SHAPE[1], generator=gen, dtype=torch.float64) * 0.5 + 0.3
+    per_element = torch.rand(SHAPE[1:], generator=gen, dtype=torch.float64) * 0.5 + 0.3
+    for v_threshold, amount in ((per_channel, None), (per_element, 0.4), (0.6, per_channel)):
+        ref, fast = make_pair(norm_mode, reset=reset, surrogate="tanh", detach_reset=True,
+                              v_threshold=v_threshold, reset_amount=amount, decay=0.6)
+        assert_same(ref, fast, run_both(ref, fast, 4))
+
+
+def test_float32_and_no_grad() -> None:
+    ref, fast = make_pair("channel-train", dtype=torch.float32, surrogate="atan")
+    results = run_both(ref, fast, 4, dtype=torch.float32)
+    (out_r, grads_r), (out_f, grads_f) = results
+    torch.testing.assert_close(out_f, out_r, rtol=0, atol=0)
+    for g_f, g_r in zip(grads_f, grads_r, strict=True):
+        torch.testing.assert_close(g_f, g_r, rtol=1e-4, atol=1e-5)
+    x = torch.randn(4, *SHAPE) + 0.3
+    ref.eval()
+    fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=0)
+
+
+def test_auto_falls_back_where_fused_does_not_apply() -> None:
+    sign = torch.ones(SHAPE[1])
+    sign[0] = -1
+    folded = dict(v_threshold=torch.full((SHAPE[1],), 0.4), threshold_sign=sign)
+    ref = LIF(backend="reference", **folded)
+    auto = LIF(backend="auto", **folded)
+    x = torch.randn(4, *SHAPE)
+    torch.testing.assert_close(auto(x), ref(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="backend='fused'"):
+        LIF(backend="fused", **folded)(x)
+    with pytest.raises(ValueError, match="unknown backend"):
+        LIF(backend="cuda")
+
+
+def test_saves_only_the_potential() -> None:
+    """Plain LIF saves one float tensor; MPBN adds the returned spikes and [T, F] statistics."""
+    x = torch.randn(4, *SHAPE, requires_grad=True)
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fused.lif_fused(x, backend="eager")
+    assert [tuple(t.shape) for t in saved] == [tuple(x.shape)]
+    saved.clear()
+    mbn = LIF(membrane_norm="channel", num_features=SHAPE[1]).membrane_norm
+    norm = fused.MembraneNormArgs("channel", mbn.weight, mbn.bias, mbn.running_mean,
+                                  mbn.running_var)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fused.lif_fused(x, norm=norm, backend="eager")
+    big = [t for t in saved if t.numel() == x.numel()]
+    assert len(big) == 2 and any(t.data_ptr() == out.data_ptr() for t in big)
+
+
+def test_compiled_matches_eager() -> None:
+    """The torch.compile'd loops (one compile, a few seconds of gcc) equal the eager ones."""
+    pytest.importorskip("torch._inductor")
+    ref, fast = make_pair("channel-train", dtype=torch.float32, reset="soft", surrogate="tanh")
+    x = torch.randn(2, *SHAPE, requires_grad=True) + 0.3
+    norm = fused.MembraneNormArgs("channel", fast.membrane_norm.weight, fast.membrane_norm.bias,
+                                  fast.membrane_norm.running_mean.clone(),
+                                  fast.membrane_norm.running_var.clone())
+    outs = []
+    for backend in ("eager", "compiled"):
+        xi = x.detach().clone().requires_grad_(True)
+        try:
+            out = fused.lif_fused(xi, reset="soft", surrogate="tanh", norm=norm, backend=backend)
+        except Exception as error:  # no working C++ compiler: compile is optional
+            pytest.skip(f"torch.compile unavailable on this machine: {error}")
+        grads = torch.autograd.grad(out, [xi, norm.weight, norm.bias], torch.ones_like(out))
+        outs.append((out, grads))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=0)
+    for g_c, g_e in zip(outs[1][1], outs[0][1], strict=True):
+        torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-5)
+
+
+TRITON_CHECK = r"""
+import torch
+from mpbn.functional import fused, triton_lif
+from mpbn.functional.surrogate import SURROGATES
+torch.manual_seed(0)
+for reset in ("hard", "soft"):
+    for surrogate in SURROGATES:
+        for norm_mode in ("none", "channel", "element"):
+            for steps in (1, 3):
+                x = (torch.randn(steps, 2, 3, 2, 2) + 0.3).requires_grad_(True)
+                g = torch.randn_like(x)
+                v_th = torch.rand(3, 1, 1) * 0.4 + 0.3 if norm_mode == "none" else 0.5
+                kwargs = dict(reset=reset, surrogate=surrogate, v_threshold=v_th, decay=0.4)
+                params = []
+                norm = None
+                if norm_mode != "none":
+                    shape = (3,) if norm_mode == "channel" else (3, 2, 2)
+                    w = (torch.rand(shape) + 0.5).requires_grad_(True)
+                    b = (torch.randn(shape) * 0.3).requires_grad_(True)
+                    norm = fused.MembraneNormArgs(norm_mode, w, b, torch.randn(shape) * 0.2,
+                                                  torch.rand(shape) + 0.5, training=False)
+                    params = [w, b]
+                out_e = fused.lif_fused(x, norm=norm, backend="eager", **kwargs)
+                grads_e = torch.autograd.grad(out_e, [x, *params], g)
+                cfg_out = triton_lif.run_for_test(x, g, norm, params, **kwargs)
+                out_t, grads_t = cfg_out
+                assert torch.equal(out_t, out_e), (reset, surrogate, norm_mode, steps)
+                for a, b in zip(grads_t, grads_e):
+                    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+print("TRITON_OK")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_kernel_interpreted() -> None:
+    """The Triton kernels (forward and BPTT backward) under TRITON_INTERPRET=1 on CPU tensors.
+
+    Run in a subprocess: the interpreter flag is read when triton is first imported.
+    """
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert "TRITON_OK" in proc.stdout, proc.stderr[-3000:]
