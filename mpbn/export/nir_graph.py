@@ -27,7 +27,11 @@ Not expressible in NIR (the exporter stops with a one-line error naming the laye
 - any norm left after folding: BNTT and TEBN (per-step parameters), LayerNorm (per-sample
   statistics), and a BN that does not directly follow a conv/linear layer (e.g. average pooling
   followed by BN): NIR has no normalization node;
-- residual blocks and ceil-mode / padded average pooling (not handled by this exporter).
+- padded average pooling (the ImageNet ResNets' 3x3/2 stem pooling: NIR does not say whether
+  padding counts in the average) and ceil-mode pooling whose windows do not tile the input.
+
+Residual blocks export as a graph: the second conv and the shortcut both feed the block's second
+LIF, and NIR sums a node's inputs, which is the residual addition.
 
 The integrating classifier (MPBN Eq. 3, ``o_out = mean_t(W x_t + b)``) is exported as the
 ``Affine`` layer feeding the graph's ``Output``; the average over time is not a NIR node (it
@@ -38,7 +42,6 @@ every step; Poisson-encoded models take the spike train as input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,24 +75,12 @@ def _np(t: Tensor | float) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def _layers(model: SpikingNet) -> Iterator[tuple[str, nn.Module]]:
-    """The model's modules in execution order: stem, body (flattened), head."""
-    yield "stem", model.stem
-    for name, module in model.body.named_children():
-        if isinstance(module, nn.Sequential):
-            raise NIRExportError(
-                f"layer 'body.{name}' ({type(module[0]).__name__}): residual blocks are not "
-                "supported by the NIR exporter (only feed-forward nets: small_cnn, VGG, MLP)"
-            )
-        yield f"body.{name}", module
-    yield "head", model.head
-
-
-def _step_shapes(model: SpikingNet, layers: list[tuple[str, nn.Module]]) -> dict[str, tuple]:
-    """Per-step output shape of every layer, from one dummy step (no batch, no time)."""
+def _step_shapes(model: SpikingNet) -> dict[str, tuple]:
+    """Per-step output shape of every submodule, from one dummy step (no batch, no time)."""
     shapes: dict[str, tuple] = {}
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape[2:]))
-             for n, m in layers if not isinstance(m, IntegratingClassifier)]
+             for n, m in model.named_modules()
+             if n and not isinstance(m, IntegratingClassifier) and not n.startswith("head")]
     param = next(model.parameters())
     try:
         with torch.no_grad():
@@ -156,13 +147,82 @@ def _pool_node(name: str, pool: nn.Module, in_shape: tuple) -> Any:
         return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(k), padding=np.zeros(2))
     k, s, p = (np.broadcast_to(np.asarray(v), 2).copy()
                for v in (pool.kernel_size, pool.stride, pool.padding))
-    if pool.ceil_mode or p.any():
+    # ceil_mode changes nothing when the windows tile the input exactly (the ResNet20 shortcut
+    # on even sizes); otherwise NIR's pooling (floor, zero padding counted) cannot express it.
+    tiles = all((d - kk) % ss == 0 for d, kk, ss in zip(in_shape[1:], k, s, strict=True))
+    if p.any() or (pool.ceil_mode and not tiles):
         raise NIRExportError(f"layer '{name}': padded or ceil-mode average pooling")
     return nir.AvgPool2d(kernel_size=k, stride=s, padding=p)
 
 
+class _GraphBuilder:
+    """Collects NIR nodes and edges while walking a model; ``emit`` returns the last node."""
+
+    def __init__(self, shapes: dict[str, tuple], dt: float) -> None:
+        self.nodes: dict[str, Any] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.shapes = shapes
+        self.dt = dt
+
+    def add(self, name: str, node: Any, sources: list[str]) -> str:
+        self.nodes[name] = node
+        self.edges += [(src, name) for src in sources]
+        return name
+
+    def emit(self, name: str, module: nn.Module, src: str, shape: tuple) -> tuple[str, tuple]:
+        nir = _nir()
+        # Imported here: the models package imports layers, never the exporter.
+        from mpbn.models.resnet import BasicBlock
+
+        if isinstance(module, ConvNorm):
+            node = _weight_node(name, module, shape)
+        elif isinstance(module, LIF):
+            node = _neuron_node(name, module, shape, self.dt)
+        elif isinstance(module, PerStep) and isinstance(module.module, nn.Flatten):
+            node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)
+        elif isinstance(module, PerStep) and isinstance(module.module, (nn.AvgPool2d,
+                                                                         nn.AdaptiveAvgPool2d)):
+            node = _pool_node(name, module.module, shape)
+        elif isinstance(module, nn.Sequential):
+            for child_name, child in module.named_children():
+                src, shape = self.emit(f"{name}.{child_name}", child, src, shape)
+            return src, shape
+        elif isinstance(module, BasicBlock):
+            # NIR sums the inputs of a node: conv2 + shortcut both feed the block's second LIF,
+            # which is the residual addition followed by firing (MPBN's "original ResNet").
+            out, out_shape = src, shape
+            for child in ("conv1", "lif1", "conv2"):
+                out, out_shape = self.emit(f"{name}.{child}", getattr(module, child), out,
+                                           out_shape)
+            short = src
+            if module.shortcut is not None:
+                short, _ = self.emit(f"{name}.shortcut", module.shortcut, src, shape)
+            lif = _neuron_node(f"{name}.lif2", module.lif2, out_shape, self.dt)
+            return self.add(f"{name}.lif2", lif, [out, short]), out_shape
+        elif isinstance(module, SeqNorm):
+            raise NIRExportError(f"layer '{name}' ({type(module).__name__}): NIR has no norm node")
+        else:
+            raise NIRExportError(f"layer '{name}' ({type(module).__name__}): not supported")
+        return self.add(name, node, [src]), self.shapes[name]
+
+    def emit_head(self, head: IntegratingClassifier, src: str, shape: tuple) -> tuple[str, tuple]:
+        nir = _nir()
+        if head.pool == "avg" and len(shape) == 3:
+            k = np.array(shape[1:])
+            src = self.add("head.pool", nir.AvgPool2d(kernel_size=k, stride=k,
+                                                      padding=np.zeros(2)), [src])
+            shape = (shape[0], 1, 1)
+        if len(shape) > 1:
+            src = self.add("head.flatten", nir.Flatten(input_type={"input": np.array(shape)},
+                                                       start_dim=0), [src])
+        lin = head.linear
+        bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features)
+        src = self.add("head.linear", nir.Affine(weight=_np(lin.weight), bias=_np(bias)), [src])
+        return src, (lin.out_features,)
+
+
 def to_nir(model: nn.Module, *, dt: float = 1e-3) -> Any:
-    """Export a folded feed-forward zoo model to a ``nir.NIRGraph``.
+    """Export a folded zoo model (feed-forward or spiking ResNet) to a ``nir.NIRGraph``.
 
     Args:
         model: A folded model (``mpbn.fold(model)``) built by :func:`mpbn.models.create`.
@@ -175,49 +235,18 @@ def to_nir(model: nn.Module, *, dt: float = 1e-3) -> Any:
     nir = _nir()
     if not isinstance(model, SpikingNet):
         raise NIRExportError(f"to_nir expects a model from mpbn.models, got {type(model).__name__}")
-    layers = list(_layers(model))
-    shapes = _step_shapes(model, layers)
-    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(model.input_shape)})}
-    order = ["input"]
+    builder = _GraphBuilder(_step_shapes(model), dt)
     shape = tuple(model.input_shape)
-
-    def add(name: str, node: Any) -> None:
-        nodes[name] = node
-        order.append(name)
-
-    for name, module in layers:
-        if isinstance(module, ConvNorm):
-            add(name, _weight_node(name, module, shape))
-        elif isinstance(module, LIF):
-            add(name, _neuron_node(name, module, shape, dt))
-        elif isinstance(module, PerStep) and isinstance(module.module, nn.Flatten):
-            add(name, nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0))
-        elif isinstance(module, PerStep) and isinstance(module.module, (nn.AvgPool2d,
-                                                                         nn.AdaptiveAvgPool2d)):
-            add(name, _pool_node(name, module.module, shape))
-        elif isinstance(module, IntegratingClassifier):
-            if module.pool == "avg" and len(shape) == 3:
-                k = np.array(shape[1:])
-                add("head.pool", nir.AvgPool2d(kernel_size=k, stride=k, padding=np.zeros(2)))
-                shape = (shape[0], 1, 1)
-            if len(shape) > 1:
-                add("head.flatten", nir.Flatten(input_type={"input": np.array(shape)},
-                                                start_dim=0))
-            lin = module.linear
-            bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features)
-            add("head.linear", nir.Affine(weight=_np(lin.weight), bias=_np(bias)))
-            shape = (lin.out_features,)
-            continue
-        elif isinstance(module, SeqNorm):
-            raise NIRExportError(f"layer '{name}' ({type(module).__name__}): NIR has no norm node")
-        else:
-            raise NIRExportError(f"layer '{name}' ({type(module).__name__}): not supported")
-        shape = shapes[name]
-    add("output", nir.Output(output_type={"output": np.array(shape)}))
-    edges = list(zip(order[:-1], order[1:], strict=True))
+    src = builder.add("input", nir.Input(input_type={"input": np.array(shape)}), [])
+    src, shape = builder.emit("stem", model.stem, src, shape)
+    for name, module in model.body.named_children():
+        src, shape = builder.emit(f"body.{name}", module, src, shape)
+    src, shape = builder.emit_head(model.head, src, shape)
+    builder.add("output", nir.Output(output_type={"output": np.array(shape)}), [src])
     metadata = {"dt": float(dt), "readout": "mean_over_time", "encoding": model.encoding,
                 "timesteps": int(model.timesteps), "producer": "mpbn"}
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
+    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=metadata,
+                        type_check=False)
 
 
 def write_nir(graph: Any, path: str | Path) -> None:

@@ -124,5 +124,24 @@ def test_soft_reset_negative_scale_and_residuals_are_refused() -> None:
         model.body[0].membrane_norm.weight[0] = -1.0
     with pytest.raises(NIRExportError, match="fire below their threshold"):
         to_nir(mpbn.fold(model))
-    with pytest.raises(NIRExportError, match="residual blocks"):
-        to_nir(mpbn.fold(create("resnet20_narrow", input_size=8)))
+    with pytest.raises(NIRExportError, match=r"layer 'body\.1': padded or ceil-mode"):
+        to_nir(mpbn.fold(create("resnet18", input_size=32, width=8)))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("resnet20_narrow", dict(input_size=8)),
+    ("resnet20", dict(input_size=16, width=8)),  # avg pool + 1x1 conv shortcut
+    ("resnet19", dict(input_size=8, width=8)),
+    ("vgg16", dict(input_size=32, width=8)),
+])
+def test_residual_and_vgg_roundtrip(name: str, kwargs: dict, tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = create(name, mpbn="channel", timesteps=2, num_classes=5, **kwargs).double()
+    x = torch.rand(2, *model.input_shape, dtype=torch.float64) * 2
+    folded = mpbn.fold(trained_like(model, x, seed=2))
+    graph = roundtrip(to_nir(folded), tmp_path)
+    logits, spikes = spikes_by_layer(folded, x)
+    sim_logits, records = simulate_nir(graph, x.expand(2, *x.shape), record=True)
+    for layer, s in spikes.items():
+        assert torch.equal(records[layer], s), layer
+    torch.testing.assert_close(sim_logits, logits, atol=1e-10, rtol=1e-10)
