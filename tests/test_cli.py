@@ -1,0 +1,117 @@
+"""The `mpbn` command: the no-argument demo, bad input as one-line errors, eval and fold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mpbn.cli import main
+from mpbn.engine.deploy import load_folded
+from mpbn.engine.train import load_model_from_checkpoint
+
+TINY = ["--set", "train_subset=200", "test_subset=100", "timesteps=2", "--epochs", "2",
+        "--quiet"]
+
+
+def test_no_argument_train_runs_the_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train"]) == 0
+    out = capsys.readouterr().out
+    assert "acc unfolded" in out and "acc folded" in out and "spike mismatch" in out
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("default-")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["config"]["model"] == "small_cnn" and summary["config"]["mpbn"] == "channel"
+    assert summary["final_test_acc"][0] > 0.8
+    assert summary["folded_test_acc"] == summary["final_test_acc"]
+    assert summary["spike_mismatch"] == [0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--out", str(out), "--force", *TINY]) == 0
+    return out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "no-such-preset"], "unknown preset 'no-such-preset'"),
+    (["train", "--model", "nope"], "unknown model 'nope'; valid:"),
+    (["train", "--dataset", "nope"], "unknown dataset 'nope'; valid:"),
+    (["train", "--timesteps", "0"], "timesteps must be >= 1"),
+    (["train", "--lr", "-0.1"], "lr must be a positive number"),
+    (["train", "--set", "epochs"], "--set expects key=value"),
+    (["train", "--mpbn", "row"], "mpbn must be one of none, channel, element"),
+    (["train", "--dataset", "cifar10", "--data-root", "/no/such/dir"], "does not exist"),
+    (["train", "--dataset", "smnist", "--timesteps", "784", "--data-root", "."],
+     "expected train-images-idx3"),
+    (["eval", "/no/such.pt"], "does not exist"),
+    (["train", "--resume"], "--resume needs --out"),
+])
+def test_bad_input_is_a_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mpbn: error: ") and "\n" not in err and "Traceback" not in err
+    assert message in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_existing_output_is_not_overwritten(trained, capsys):
+    before = (trained / "summary.json").read_text()
+    assert main(["train", "--out", str(trained), *TINY]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (trained / "summary.json").read_text() == before
+
+
+def test_resume_with_changed_config_is_refused(trained, capsys):
+    assert main(["train", "--out", str(trained), "--resume", "--lr", "0.5", "--quiet"]) == 2
+    assert "changed config (lr: 0.1 -> 0.5)" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_reuses_its_results(trained, capsys):
+    assert main(["train", "--out", str(trained), "--resume", "--quiet"]) == 0
+    assert "acc unfolded" in capsys.readouterr().out
+
+
+def test_corrupt_checkpoint_is_named_in_the_error(tmp_path, trained, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((trained / "seed_0/last.pt").read_bytes()[:1000])
+    assert main(["eval", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "corrupt or truncated" in err and err.count("\n") == 1
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, trained, capsys):
+    assert main(["eval", str(trained / "seed_0/last.pt"), "--set", "mpbn=none"]) == 2
+    assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_eval_prints_unfolded_and_folded_accuracy(trained, capsys):
+    assert main(["eval", str(trained / "seed_0/best.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "acc unfolded" in out and "acc folded" in out and "spike mismatch  0" in out
+
+
+def test_fold_writes_a_deploy_model_that_rebuilds(tmp_path, trained, capsys):
+    out = tmp_path / "deploy"
+    assert main(["fold", str(trained / "seed_0/last.pt"), "-o", str(out)]) == 0
+    assert (out / "model.safetensors").exists() and (out / "model.json").exists()
+    assert main(["fold", str(trained / "seed_0/last.pt"), "-o", str(out)]) == 2
+    model, cfg, _ = load_model_from_checkpoint(trained / "seed_0/last.pt")
+    deployed = load_folded(out)
+    assert not any(m.membrane_norm is not None for m in deployed.modules()
+                   if hasattr(m, "membrane_norm"))
+    x = torch.rand(16, 1, 8, 8)
+    torch.testing.assert_close(deployed(x), model(x))
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mpbn-ablation-resnet20-cifar10-t1-baseline", "mpbn-resnet19-cifar10-t2",
+                 "mpbn-table6-resnet20-cifar100-t4-element", "bntt-vgg9-cifar10-t25",
+                 "bntt-table5-vgg9-cifar10-ln", "cifar10-r20narrow-t2-mpbn-element"):
+        assert name in out
