@@ -168,6 +168,11 @@ def _per_step(value: Tensor, granularity: str, step: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def _slot(buffer: Tensor | None, t: int) -> Tensor | None:
+    """``buffer[t]`` as an ``out=`` target in eager mode; ``None`` (a fresh tensor) compiled."""
+    return None if buffer is None else buffer[t]
+
+
 def _forward_steps(
     c_seq: Tensor,
     v_th: float | Tensor,
@@ -183,8 +188,15 @@ def _forward_steps(
 
     ``means``/``variances`` (biased) are ``[T, *stat_shape]`` in training MPBN, else ``None``;
     ``u_pre_seq`` is ``None`` unless ``save``.
+
+    Eagerly, every op writes its result straight into the output buffers (``out=``): one pass
+    per op and no final ``stack`` copy. Under ``torch.compile`` the same ops run functionally
+    and Inductor fuses them (with the ``stack``) into one loop.
     """
     steps = c_seq.shape[0]
+    eager = not torch.compiler.is_compiling()
+    spike_buf = torch.empty_like(c_seq) if eager else None
+    u_pre_buf = torch.empty_like(c_seq) if eager and save else None
     spikes: list[Tensor] = []
     u_pres: list[Tensor] = []
     means: list[Tensor] = []
@@ -194,30 +206,42 @@ def _forward_steps(
         shift = bias - mean_eval * scale
     u: Tensor | None = None
     for t in range(steps):
-        u_pre = c_seq[t] if u is None else cfg.decay * u + c_seq[t]  # Eq. 1
+        if u is None:  # u[-1] = 0, so u_pre[0] = c[0] exactly
+            u_pre = c_seq[t] if u_pre_buf is None else u_pre_buf[t].copy_(c_seq[t])
+        else:  # Eq. 1 (eagerly a fused multiply-add: may differ from the reference by an ulp)
+            u_pre = torch.add(c_seq[t], u, alpha=cfg.decay, out=_slot(u_pre_buf, t))
         if cfg.norm is None:
             v = u_pre
         else:
             if cfg.norm == "train":
                 # Biased variance normalizes (BN Eq. 4-5); one pass for both moments.
                 var, mean = torch.var_mean(u_pre, dim=cfg.reduce_dims, correction=0, keepdim=True)
-                invstd = torch.rsqrt(var + cfg.eps)
-                scale = weight * invstd
+                scale = weight * torch.rsqrt(var + cfg.eps)
                 shift = bias - mean * scale
                 means.append(mean)
                 variances.append(var)
-            v = u_pre * scale + shift  # Eq. 7
-        o = (v - v_th > 0).to(c_seq.dtype)  # Eq. 2 / 8
+            v = torch.addcmul(shift, u_pre, scale)  # Eq. 7: scale * u_pre + shift
+        # Eq. 2 / 8. v > V_th is exactly v - V_th > 0 in IEEE arithmetic (gradual underflow).
+        o = torch.gt(v, v_th, out=_slot(spike_buf, t))
+        if not eager:
+            o = o.to(c_seq.dtype)
         if cfg.hard:
-            u = u_pre * (1 - o)
+            u = torch.addcmul(u_pre, u_pre, o, value=-1)  # u_pre * (1 - o), exactly
+        elif isinstance(amount, Tensor):
+            u = torch.addcmul(u_pre, o, amount, value=-1)
         else:
-            u = u_pre - o * amount
+            u = torch.add(u_pre, o, alpha=-amount)
         spikes.append(o)
         if save:
             u_pres.append(u_pre)
+    if eager:
+        spikes_seq, u_pre_seq = spike_buf, u_pre_buf
+    else:
+        spikes_seq = torch.stack(spikes)
+        u_pre_seq = torch.stack(u_pres) if save else None
     return (
-        torch.stack(spikes),
-        torch.stack(u_pres) if save else None,
+        spikes_seq,
+        u_pre_seq,
         torch.stack(means) if means else None,
         torch.stack(variances) if variances else None,
     )
@@ -242,6 +266,8 @@ def _backward_steps(
     (recomputed from ``u_pre``; exact without MPBN, where ``v = u_pre``).
     """
     steps = u_pre_seq.shape[0]
+    eager = not torch.compiler.is_compiling()
+    grad_buf = torch.empty_like(u_pre_seq) if eager else None
     grads: list[Tensor] = []
     grad_w: Tensor | None = None
     grad_b: Tensor | None = None
@@ -252,21 +278,29 @@ def _backward_steps(
             count *= u_pre_seq.shape[1 + d]
     for t in range(steps - 1, -1, -1):
         u_pre = u_pre_seq[t]
+        out = _slot(grad_buf, t)
         if cfg.norm is None:
-            v = u_pre
+            x = u_pre - v_th
         else:
             mean = means[t] if cfg.norm == "train" else means
             invstd = invstds[t] if cfg.norm == "train" else invstds
             scale = weight * invstd
-            v = u_pre * scale + (bias - mean * scale)
-        x = v - v_th
-        o = (x > 0).to(u_pre.dtype) if spikes is None else spikes[t]
-        g_o = grad_spikes[t]
+            x = torch.addcmul(bias - mean * scale, u_pre, scale).sub_(v_th)
+        fired = (x > 0) if spikes is None else spikes[t].bool()
+        g_v = surrogate_grad(cfg.surrogate, x, v_th, cfg.alpha)
         if g_u is not None and not cfg.detach_reset:
-            g_o = g_o - g_u * (u_pre if cfg.hard else amount)
-        g_v = g_o * surrogate_grad(cfg.surrogate, x, v_th, cfg.alpha)
+            # dL/do[t] = grad + g_u * du/do, du/do = -u_pre (hard) or -reset_amount (soft)
+            if cfg.hard or isinstance(amount, Tensor):
+                g_o = torch.addcmul(grad_spikes[t], g_u, u_pre if cfg.hard else amount, value=-1)
+            else:
+                g_o = torch.add(grad_spikes[t], g_u, alpha=-amount)
+            g_v.mul_(g_o)
+        else:
+            g_v.mul_(grad_spikes[t])
+        if g_u is not None and cfg.hard:
+            g_u = g_u.masked_fill_(fired, 0)  # du/du_pre = 1 - o
         if cfg.norm is None:
-            g_pre = g_v
+            g_pre = g_v if g_u is None else torch.add(g_v, g_u, out=out)
         else:
             # dL/dbeta = sum g_v; dL/dlambda = sum g_v * x_hat = invstd * (sum g_v u - mu sum g_v)
             sum_g = g_v.sum(dim=cfg.reduce_dims, keepdim=True)
@@ -279,13 +313,17 @@ def _backward_steps(
                 # with x_hat = (u_pre - mu) * invstd expanded into a per-feature affine in u_pre.
                 k1 = scale * invstd * sum_gx / count
                 k0 = k1 * mean - scale * sum_g / count
-                g_pre = scale * g_v - k1 * u_pre + k0
+                g_pre = torch.addcmul(k0, g_v, scale).addcmul_(u_pre, k1, value=-1)
             else:
-                g_pre = scale * g_v
-        if g_u is not None:
-            g_pre = g_pre + (g_u * (1 - o) if cfg.hard else g_u)
+                g_pre = g_v.mul_(scale)
+            if g_u is not None:
+                g_pre = torch.add(g_pre, g_u, out=out)
+        if eager and g_pre.data_ptr() != grad_buf[t].data_ptr():
+            grad_buf[t].copy_(g_pre)
         grads.append(g_pre)
-        g_u = cfg.decay * g_pre  # Eq. 1: u_pre[t] = decay * u[t-1] + c[t]
+        g_u = torch.mul(g_pre, cfg.decay)  # Eq. 1: u_pre[t] = decay * u[t-1] + c[t]
+    if eager:
+        return grad_buf, grad_w, grad_b
     grads.reverse()
     return torch.stack(grads), grad_w, grad_b
 

@@ -112,7 +112,7 @@ if triton is not None:
     def _lif_backward_kernel(
         grad_ptr, u_pre_ptr, grad_c_ptr, sum_g_ptr, sum_gu_ptr,
         scale_ptr, shift_ptr, v_th_ptr, amount_ptr,
-        steps, numel, inner, num_params, decay, alpha, coef,
+        steps, last_offset, numel, inner, num_params, decay, alpha, coef,
         HARD: tl.constexpr, NORM: tl.constexpr, DETACH: tl.constexpr,
         SURROGATE: tl.constexpr, BLOCK: tl.constexpr,
     ):
@@ -124,10 +124,11 @@ if triton is not None:
         if NORM:
             scale = tl.load(scale_ptr + pidx, mask=mask, other=1.0)
             shift = tl.load(shift_ptr + pidx, mask=mask, other=0.0)
-        last = (steps - 1).to(tl.int64) * numel
-        g_ptrs = grad_ptr + last + offs
-        p_ptrs = u_pre_ptr + last + offs
-        d_ptrs = grad_c_ptr + last + offs
+        # (T - 1) * numel from the host: 64-bit where needed, and no arithmetic on a
+        # specialized constexpr when T = 1.
+        g_ptrs = grad_ptr + last_offset + offs
+        p_ptrs = u_pre_ptr + last_offset + offs
+        d_ptrs = grad_c_ptr + last_offset + offs
         g_u = tl.zeros([BLOCK], dtype=tl.float32)  # dL/du[t], from step t + 1
         acc_g = tl.zeros([BLOCK], dtype=tl.float32)
         acc_gu = tl.zeros([BLOCK], dtype=tl.float32)
@@ -241,7 +242,7 @@ def backward(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, weight, bias,
     _lif_backward_kernel[grid](
         grad_spikes.contiguous(), u_pre_seq, grad_c, sums[0], sums[1],
         scale_a, shift_a, v_th_a, amount_a,
-        steps, numel, inner, num, float(cfg.decay), alpha, coef,
+        steps, (steps - 1) * numel, numel, inner, num, float(cfg.decay), alpha, coef,
         HARD=cfg.hard, NORM=norm, DETACH=cfg.detach_reset,
         SURROGATE=_SURROGATE_IDS[cfg.surrogate], BLOCK=_BLOCK,
     )
