@@ -16,6 +16,9 @@ from mpbn.analysis.io import Run, load_run
 
 __all__ = ["aggregate_curve", "run_curves", "plot_curves", "analyze_curves"]
 
+#: ``mpbn train`` logs accuracies as fractions in [0, 1]; plots and tables show percent.
+ACC_SCALE = 100.0
+
 #: metric key -> (axis label with unit, title)
 CURVE_METRICS: dict[str, tuple[str, str]] = {
     "test_acc": ("test accuracy (%)", "Test accuracy"),
@@ -26,13 +29,14 @@ CURVE_METRICS: dict[str, tuple[str, str]] = {
 
 
 def aggregate_curve(per_seed: Sequence[Sequence[dict[str, Any]]], key: str,
-                    ddof: int = 0) -> dict[str, list[float]]:
+                    ddof: int = 1) -> dict[str, list[float]]:
     """Mean and std over seeds of ``key`` at every epoch that all seeds reached.
 
     Args:
         per_seed: One list of epoch records per seed (``metrics.jsonl``).
         key: The metric, e.g. ``"test_acc"``.
-        ddof: Delta degrees of freedom of the std (0: numpy's default, population std).
+        ddof: Delta degrees of freedom of the std (1: sample std, as ``summary.json``'s
+            ``std``; a single seed gets std 0).
 
     Returns:
         ``{"epoch": [...], "mean": [...], "std": [...], "n_seeds": k}``; only epochs present in
@@ -53,7 +57,7 @@ def aggregate_curve(per_seed: Sequence[Sequence[dict[str, Any]]], key: str,
 
 
 def run_curves(run: Run, keys: Sequence[str] = ("test_acc", "test_loss"),
-               ddof: int = 0) -> dict[str, dict[str, list[float]]]:
+               ddof: int = 1) -> dict[str, dict[str, list[float]]]:
     """:func:`aggregate_curve` of every ``key`` for one run."""
     per_seed = [run.metrics[s] for s in sorted(run.metrics)]
     return {key: aggregate_curve(per_seed, key, ddof) for key in keys}
@@ -71,6 +75,8 @@ def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: s
             if not c or not c["epoch"]:
                 continue
             epochs, mean, std = (np.asarray(c[k]) for k in ("epoch", "mean", "std"))
+            if key.endswith("acc"):
+                mean, std = mean * ACC_SCALE, std * ACC_SCALE
             seeds = f" ({c['n_seeds']} seeds)" if c["n_seeds"] > 1 else ""
             line, = ax.plot(epochs, mean, label=f"{label}{seeds}")
             if c["n_seeds"] > 1:
@@ -85,7 +91,7 @@ def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: s
 
 
 def analyze_curves(run_dirs: Sequence[str | Path], out_dir: str | Path,
-                   keys: Sequence[str] = ("test_acc", "test_loss"), ddof: int = 0,
+                   keys: Sequence[str] = ("test_acc", "test_loss"), ddof: int = 1,
                    labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Convergence curves of several runs on one plot (MPBN Fig. 2), plus ``curves.json``/csv.
 

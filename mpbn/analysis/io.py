@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Run", "load_run", "read_metrics", "model_from_checkpoint", "model_kwargs_from_config",
-           "load_test_sample", "find_checkpoint"]
+           "load_test_sample", "find_checkpoint", "checkpoint_config"]
 
 
 @dataclass
@@ -141,13 +141,13 @@ def model_kwargs_from_config(config: dict[str, Any],
     return kwargs
 
 
-def _engine_builder() -> Any:
-    # The engine may expose its own rebuild function; prefer it so the two never disagree.
+def _engine_loader() -> Any:
+    # The engine rebuilds models from its own config; prefer it so the two never disagree.
     try:
-        from mpbn.engine import checkpoint as engine_checkpoint  # type: ignore[attr-defined]
+        from mpbn.engine.train import load_model_from_checkpoint
     except ImportError:
         return None
-    return getattr(engine_checkpoint, "model_from_checkpoint", None)
+    return load_model_from_checkpoint
 
 
 def _dataset_shape(config: dict[str, Any]) -> tuple[tuple[int, ...] | None, int | None]:
@@ -161,28 +161,45 @@ def _dataset_shape(config: dict[str, Any]) -> tuple[tuple[int, ...] | None, int 
     return tuple(info.input_shape), int(info.num_classes)
 
 
-def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> nn.Module:
-    """Rebuild the model of a checkpoint and load its weights, in eval mode.
-
-    Uses ``mpbn.engine.checkpoint.model_from_checkpoint`` when the engine provides it, else
-    ``mpbn.models.create(**model_kwargs_from_config(ckpt["config"]))``.
-    """
-    builder = _engine_builder()
-    if builder is not None:
-        return builder(path, map_location=map_location).eval()
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+def checkpoint_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The training config stored in a checkpoint (the engine stores it as a JSON string)."""
     config = ckpt.get("config", {})
-    shape, classes = (None, None) if isinstance(config.get("model"), dict) \
-        else _dataset_shape(config)
+    return json.loads(config) if isinstance(config, str) else dict(config)
+
+
+def model_from_checkpoint(path: str | Path,
+                          map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint and load its weights.
+
+    Uses :func:`mpbn.engine.train.load_model_from_checkpoint` for the engine's checkpoints
+    (they carry ``data_info``); otherwise ``mpbn.models.create(**model_kwargs_from_config(...))``
+    with ``config["model"]`` a dict of ``create`` kwargs, or the dataset's shapes.
+
+    Returns:
+        ``(model in eval mode, training config dict)``.
+    """
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    config = checkpoint_config(ckpt)
+    loader = _engine_loader()
+    if loader is not None and "data_info" in ckpt and not isinstance(config.get("model"), dict):
+        model, _, _ = loader(path, device=map_location)
+        return model.eval(), config
+    if isinstance(config.get("model"), dict):
+        shape, classes = None, None
+    elif isinstance(ckpt.get("data_info"), dict):
+        shape = tuple(ckpt["data_info"]["input_shape"])
+        classes = int(ckpt["data_info"]["num_classes"])
+    else:
+        shape, classes = _dataset_shape(config)
     kwargs = model_kwargs_from_config(config, shape, classes)
     from mpbn.models import create
 
     model = create(kwargs.pop("name"), **kwargs)
-    state = ckpt["model"]
     # Checkpoints of compiled/DDP models prefix keys; strip so the plain model loads them.
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v
+             for k, v in ckpt["model"].items()}
     model.load_state_dict(state)
-    return model.eval()
+    return model.eval(), config
 
 
 def load_test_sample(config: dict[str, Any], n_samples: int = 512, seed: int = 0,

@@ -289,7 +289,10 @@ def plot_spikes(activities: dict[str, Activity], out_dir: str | Path,
     for i, (label, act) in enumerate(activities.items()):
         rates = [s.spike_rate(act.n_samples) for s in act.spikes]
         ax.bar(np.arange(len(rates)) + i * width, rates, width=width, label=label)
-    ax.set_xlabel("LIF layer index (depth)")
+    names = [s.name for s in next(iter(activities.values())).spikes] if activities else []
+    ax.set_xticks(np.arange(len(names)) + width * (n_models - 1) / 2, names, rotation=60,
+                  ha="right", fontsize="x-small")
+    ax.set_xlabel("LIF layer (depth)")
     ax.set_ylabel("spike rate (spikes over T per neuron)")
     ax.set_title("Layer-wise spike rate (BNTT Fig. 5)")
     ax.legend(fontsize="small")

@@ -88,13 +88,13 @@ def test_curves_mean_std_equal_numpy(tmp_path):
     run = _write_run(tmp_path, "mpbn", accs)
     base = _write_run(tmp_path, "baseline", [[5.0, 6.0, 7.0]])
     out = analyze_curves([base, run], tmp_path / "out")
-    c = out["curves"]["mpbn"]["test_acc"]
+    c = out["curves"]["mpbn"]["test_acc"]  # default ddof=1, as summary.json
     table = np.array([a[:2] for a in accs])
     assert c["epoch"] == [1, 2]
     np.testing.assert_allclose(c["mean"], table.mean(0))
-    np.testing.assert_allclose(c["std"], table.std(0))
-    c1 = aggregate_curve([[{"epoch": 1, "x": 1.0}], [{"epoch": 1, "x": 3.0}]], "x", ddof=1)
-    np.testing.assert_allclose(c1["std"], [np.std([1.0, 3.0], ddof=1)])
+    np.testing.assert_allclose(c["std"], table.std(0, ddof=1))
+    c1 = aggregate_curve([[{"epoch": 1, "x": 1.0}], [{"epoch": 1, "x": 3.0}]], "x", ddof=0)
+    np.testing.assert_allclose(c1["std"], [np.std([1.0, 3.0])])
     assert out["curves"]["baseline"]["test_acc"]["std"] == [0.0, 0.0, 0.0]
     assert (tmp_path / "out" / "curves.png").is_file()
     assert (tmp_path / "out" / "curves.csv").read_text().count("\n") == 1 + 2 * 2 + 2 * 3

@@ -1,0 +1,243 @@
+"""``mpbn analyze ...`` and ``mpbn report``: thin wrappers over :mod:`mpbn.analysis`.
+
+    mpbn analyze curves RUN_DIR... --out DIR
+    mpbn analyze landscape RUN_DIR... --out DIR [--n-samples N --n-points K --alpha-min A ...]
+    mpbn analyze spikes|energy|early-exit|robustness RUN_DIR... --out DIR
+    mpbn analyze gamma|fold-report RUN_DIR... --out DIR
+    mpbn report RUN_DIR... --out DIR
+
+``RUN_DIR`` is an ``mpbn train`` output folder (its first seed's checkpoint is used) or a
+checkpoint file ``*.pt``. ``mpbn.cli`` calls :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["register"]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or .pt checkpoints)")
+    p.add_argument("-o", "--out", required=True, help="output folder for plots and numbers")
+    if models:
+        p.add_argument("--n-samples", type=int, default=256,
+                       help="test samples to evaluate on (bounds the cost)")
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--checkpoint", choices=("last", "best"), default="last")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--seed", type=int, default=0, help="seed of directions, noise, encoders")
+
+
+def _load(args: argparse.Namespace) -> tuple[dict[str, nn.Module], Tensor, Tensor, Any]:
+    """Models of every RUN_DIR and a test sample of the first one's dataset."""
+    from mpbn.analysis.io import load_run, load_test_sample, model_from_checkpoint
+
+    models: dict[str, nn.Module] = {}
+    configs = []
+    for entry in args.runs:
+        path = Path(entry)
+        if path.is_file():
+            label, ckpt = path.parent.parent.name or path.stem, path
+        else:
+            run = load_run(path, prefer=args.checkpoint)
+            if not run.checkpoints:
+                raise FileNotFoundError(f"no checkpoint under {path}/seed_*/")
+            label, ckpt = run.name, run.checkpoints[min(run.checkpoints)]
+        if label in models:
+            label = f"{label} ({path})"
+        models[label], config = model_from_checkpoint(ckpt, args.device)
+        configs.append(config)
+    x, y, info = load_test_sample(configs[0], args.n_samples, args.seed, args.device)
+    return models, x, y, info
+
+
+def _done(result: dict[str, Any], out: str) -> int:
+    files = result.get("files", [])
+    print(f"wrote {len(files)} plot file(s) and the numbers to {out}")
+    return 0
+
+
+def _curves(args: argparse.Namespace) -> int:
+    from mpbn.analysis.curves import analyze_curves
+
+    return _done(analyze_curves(args.runs, args.out, keys=args.keys), args.out)
+
+
+def _landscape(args: argparse.Namespace) -> int:
+    from mpbn.analysis.landscape import analyze_landscape
+
+    models, x, y, _ = _load(args)
+    return _done(analyze_landscape(models, x, y, args.out, n_points=args.n_points,
+                                   alpha_range=(args.alpha_min, args.alpha_max), seed=args.seed,
+                                   batch_size=args.batch_size), args.out)
+
+
+def _spikes(args: argparse.Namespace) -> int:
+    from mpbn.analysis.spikes import analyze_spikes
+
+    models, x, _, _ = _load(args)
+    return _done(analyze_spikes(models, x, args.out, batch_size=args.batch_size,
+                                seed=args.seed), args.out)
+
+
+def _energy(args: argparse.Namespace) -> int:
+    from mpbn.analysis.energy import analyze_energy
+
+    models, x, _, _ = _load(args)
+    result = analyze_energy(models, x, args.out, e_ac=args.e_ac, e_mac=args.e_mac,
+                            batch_size=args.batch_size, seed=args.seed)
+    for label, table in result["tables"].items():
+        t = table["total"]
+        print(f"{label}: SOPs {t['sops']:.4g}, SNN {t['snn_pj'] / 1e6:.4g} uJ, "
+              f"ANN {t['ann_pj'] / 1e6:.4g} uJ per sample (ANN/SNN {t['ratio']:.2f})")
+    return _done(result, args.out)
+
+
+def _gamma(args: argparse.Namespace) -> int:
+    from mpbn.analysis.gamma import analyze_gamma
+
+    args.n_samples = 1
+    models, _, _, _ = _load(args)
+    for label, model in models.items():
+        out = Path(args.out) / label if len(models) > 1 else Path(args.out)
+        result = analyze_gamma(model, out, threshold=args.threshold, absolute=args.abs,
+                               label=label)
+        if not result["available"]:
+            print(f"{label}: {result['reason']}; nothing to plot")
+            continue
+        print(f"{label}: exit step {result['exit_step']} of {result['timesteps']} at gamma "
+              f"threshold {args.threshold}")
+    return 0
+
+
+def _early_exit(args: argparse.Namespace) -> int:
+    from mpbn.analysis.gamma import analyze_early_exit
+
+    models, x, y, _ = _load(args)
+    result = analyze_early_exit(models, x, y, args.out, thresholds=args.thresholds,
+                                absolute=args.abs, batch_size=args.batch_size, seed=args.seed)
+    if not result["available"]:
+        print(f"{result['reason']}; nothing to plot")
+        return 0
+    print(json.dumps(result["curves"], indent=1))
+    return _done(result, args.out)
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    from mpbn.analysis.robustness import analyze_robustness
+
+    models, x, y, info = _load(args)
+    space = {} if args.input_space else {"mean": info.mean, "std": info.std}
+    return _done(analyze_robustness(models, x, y, args.out, sigmas=args.sigmas,
+                                    epsilons=args.epsilons, batch_size=args.batch_size,
+                                    seed=args.seed, **space), args.out)
+
+
+def _fold(args: argparse.Namespace) -> int:
+    from mpbn.analysis.fold_report import analyze_fold
+
+    models, x, _, info = _load(args)
+    for label, model in models.items():
+        out = Path(args.out) / label if len(models) > 1 else Path(args.out)
+        result = analyze_fold(model, x, out, label=label)
+        if not result["available"]:
+            print(f"{label}: {result['reason']}; nothing to fold")
+            continue
+        mm = result["mismatch"]
+        print(f"{label}: {len(result['layers'])} MPBN layer(s), "
+              f"{sum(r['negative_lambda'] for r in result['layers'])} negative and "
+              f"{sum(r['zero_lambda'] for r in result['layers'])} zero lambdas, spike mismatch "
+              f"{mm['total_mismatches']} of {sum(mm['totals'])}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mpbn.analysis.report import SECTIONS, ReportOptions, build_report
+
+    skip = set(args.skip or [])
+    unknown = skip - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown section(s) {sorted(unknown)}; valid: {', '.join(SECTIONS)}")
+    options = ReportOptions(n_samples=args.n_samples, batch_size=args.batch_size,
+                            seed=args.seed, checkpoint=args.checkpoint, device=args.device,
+                            landscape_points=args.n_points,
+                            sections=[s for s in SECTIONS if s not in skip])
+    path = build_report(args.runs, args.out, options)
+    print(f"wrote {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``analyze`` (with its sub-commands) and ``report`` to the ``mpbn`` parser."""
+    analyze = subparsers.add_parser("analyze", help="plots and numbers of trained runs",
+                                    description="Analyses of MPBN/BNTT runs; each writes "
+                                    "PNG/SVG plots and JSON/CSV numbers to --out.")
+    sub = analyze.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+
+    p = sub.add_parser("curves", help="test accuracy/loss per epoch, mean ± std (MPBN Fig. 2)")
+    _common(p, models=False)
+    p.add_argument("--keys", nargs="+", default=["test_acc", "test_loss"],
+                   help="metrics.jsonl fields to plot")
+    p.set_defaults(func=_curves)
+
+    p = sub.add_parser("landscape", help="1D filter-normalized loss landscape (MPBN Fig. 3)")
+    _common(p)
+    p.add_argument("--n-points", type=int, default=21)
+    p.add_argument("--alpha-min", type=float, default=-1.0)
+    p.add_argument("--alpha-max", type=float, default=1.0)
+    p.set_defaults(func=_landscape)
+
+    p = sub.add_parser("spikes", help="spike rate per layer and step, SOPs (BNTT Figs. 1, 5)")
+    _common(p)
+    p.set_defaults(func=_spikes)
+
+    p = sub.add_parser("energy", help="SNN accumulates vs ANN MACs energy (BNTT Supp. E)")
+    _common(p)
+    p.add_argument("--e-ac", type=float, default=0.9, help="pJ per accumulate (45 nm: 0.9)")
+    p.add_argument("--e-mac", type=float, default=4.6, help="pJ per MAC (45 nm: 4.6)")
+    p.set_defaults(func=_energy)
+
+    p = sub.add_parser("gamma", help="BNTT gamma through time and exit step (BNTT Figs. 4, 6)")
+    _common(p)
+    p.add_argument("--threshold", type=float, default=0.1)
+    p.add_argument("--abs", action="store_true", help="average |gamma| instead of gamma")
+    p.set_defaults(func=_gamma)
+
+    p = sub.add_parser("early-exit", help="accuracy vs gamma threshold / exit step (BNTT Fig. 7)")
+    _common(p)
+    p.add_argument("--thresholds", type=_floats, default=[0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
+                   help="comma-separated gamma thresholds")
+    p.add_argument("--abs", action="store_true", help="average |gamma| instead of gamma")
+    p.set_defaults(func=_early_exit)
+
+    p = sub.add_parser("robustness", help="Gaussian noise and FGSM accuracy (BNTT Fig. 8)")
+    _common(p)
+    p.add_argument("--sigmas", type=_floats, default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+                   help="comma-separated noise std in pixel units")
+    p.add_argument("--epsilons", type=_floats, default=[0.0, 0.01, 0.02, 0.05, 0.1],
+                   help="comma-separated FGSM epsilons in pixel units")
+    p.add_argument("--input-space", action="store_true",
+                   help="perturb the normalized model input instead of pixels")
+    p.set_defaults(func=_robustness)
+
+    p = sub.add_parser("fold-report", help="folded MPBN thresholds and spike mismatch")
+    _common(p)
+    p.set_defaults(func=_fold)
+
+    p = subparsers.add_parser("report", help="one markdown page with every analysis of runs")
+    _common(p)
+    p.add_argument("--n-points", type=int, default=11, help="landscape points")
+    p.add_argument("--skip", nargs="+", metavar="SECTION",
+                   help="sections to leave out: curves, landscape, spikes, energy, gamma, "
+                   "early-exit, robustness, fold")
+    p.set_defaults(func=_report)
