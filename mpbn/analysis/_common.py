@@ -171,12 +171,14 @@ def write_json(data: Any, path: str | Path) -> Path:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write a list of flat dicts as CSV (columns from the first row)."""
+    """Write a list of flat dicts as CSV; columns are the union of the rows' keys, in order
+    (models with different ``T`` have different per-step columns; missing cells are empty)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as f:
         if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: _jsonable(v) for k, v in row.items()})

@@ -120,7 +120,7 @@ def plot_gamma(names: list[str], table: np.ndarray, weights: list[np.ndarray],
         for t in range(w.shape[0]):
             counts, edges = np.histogram(w[t], bins=bins)
             counts = counts / max(counts.max(), 1)
-            ax.plot(edges[:-1], counts + len(weights) - 1 - i, drawstyle="steps-post",
+            ax.plot(edges[:-1], 0.9 * counts + len(weights) - 1 - i, drawstyle="steps-post",
                     color=cmap(t / max(steps - 1, 1)), linewidth=0.9)
     ax.set_yticks(range(len(names)), list(reversed(names)), fontsize="x-small")
     ax.set_xlabel("gamma value")

@@ -87,7 +87,10 @@ def test_energy_is_sops_times_e_ac_plus_analog_macs(tiny_model, tiny_data, tmp_p
 
 def test_analyze_spikes_files(tiny_model, make_tiny, tiny_data, tmp_path):
     x, _ = tiny_data
-    out = analyze_spikes({"bn": tiny_model, "bntt": make_tiny(norm="bntt")}, x, tmp_path)
+    # Different T per model: per-step CSV columns differ (t4 only for the first).
+    out = analyze_spikes({"bn": tiny_model, "bntt": make_tiny(norm="bntt", timesteps=3)}, x,
+                         tmp_path)
+    assert tmp_path.joinpath("spikes.csv").read_text().splitlines()[0].endswith("t3,t4")
     assert (tmp_path / "spikes.png").is_file() and (tmp_path / "spikes.svg").is_file()
     saved = json.loads((tmp_path / "spikes.json").read_text())
     assert len(saved["bn"]["layers"][0]["rate_per_step"]) == 4
