@@ -1,0 +1,152 @@
+"""Event-camera readers (AEDAT 2.0 / jAER, N-MNIST binary) and event-to-frame integration.
+
+The readers are hand-written numpy (a few lines each) rather than ``tonic``: tonic 1.7.0 is
+pure Python and does not pull torch, but it requires librosa, scipy, h5py, importRosbag and
+expelliarmus, a large install for two fixed binary layouts (see docs/DATA.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DVS128_SENSOR = (128, 128)
+NMNIST_SENSOR = (34, 34)
+_AEDAT_EVENT_BYTES = 8
+_NMNIST_EVENT_BYTES = 5
+
+
+@dataclass
+class Events:
+    """A stream of address events, one entry per event.
+
+    Attributes:
+        x: Column, int64.
+        y: Row, int64.
+        polarity: 0 (OFF) or 1 (ON), int64.
+        timestamp: Microseconds, int64.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    polarity: np.ndarray
+    timestamp: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def _skip_aedat_header(blob: bytes, source: Path) -> int:
+    """Return the offset of the first event after the '#'-prefixed header lines."""
+    position = 0
+    while position < len(blob) and blob[position] == ord("#"):
+        end = blob.find(b"\n", position)
+        if end < 0:
+            raise ValueError(f"{source}: AEDAT header line never ends (truncated file?)")
+        line = blob[position:end].strip()
+        if line.startswith(b"#!AER-DAT") and not line.startswith(b"#!AER-DAT2"):
+            version = line[len(b"#!AER-DAT") :].decode("ascii", "replace")
+            raise ValueError(f"{source}: AEDAT version {version} is not supported (expected 2.0)")
+        position = end + 1
+    return position
+
+
+def read_aedat2(path: str | Path) -> Events:
+    """Read an AEDAT 2.0 (jAER) file from a DVS128-class sensor, as CIFAR10-DVS ships.
+
+    Layout: '#'-prefixed header lines, then big-endian uint32 ``(address, timestamp)`` pairs
+    with ``x = (addr & 0xFE) >> 1``, ``y = (addr & 0x7F00) >> 8``, ``polarity = addr & 1``.
+    Addresses with bit 15 set are jAER special (external) events and are dropped.
+
+    Args:
+        path: File to read.
+
+    Returns:
+        The polarity events, in file order.
+
+    Raises:
+        ValueError: One line naming the file when it is truncated, empty or of another version.
+    """
+    path = Path(path)
+    blob = path.read_bytes()
+    body = memoryview(blob)[_skip_aedat_header(blob, path) :]
+    if len(body) % _AEDAT_EVENT_BYTES:
+        raise ValueError(
+            f"{path}: {len(body)} event bytes is not a multiple of 8 (truncated AEDAT 2.0 file?)"
+        )
+    pairs = np.frombuffer(body, dtype=">u4").reshape(-1, 2)
+    address = pairs[:, 0].astype(np.int64)
+    keep = (address & 0x8000) == 0
+    if not keep.any():
+        raise ValueError(f"{path}: no events in AEDAT file")
+    address = address[keep]
+    return Events(
+        x=(address & 0xFE) >> 1,
+        y=(address & 0x7F00) >> 8,
+        polarity=address & 1,
+        timestamp=pairs[keep, 1].astype(np.int64),
+    )
+
+
+def read_nmnist(path: str | Path) -> Events:
+    """Read an N-MNIST binary sample (``.bin``/``.bs2``): 5 bytes per event.
+
+    Byte 0 is x, byte 1 is y, bit 7 of byte 2 the polarity, and bits 6..0 of byte 2 with
+    bytes 3 and 4 the 23-bit big-endian timestamp in microseconds; the sensor is 34x34.
+
+    Raises:
+        ValueError: One line naming the file when it is truncated, empty or out of range.
+    """
+    path = Path(path)
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    if raw.size % _NMNIST_EVENT_BYTES:
+        raise ValueError(
+            f"{path}: {raw.size} bytes is not a multiple of 5 (truncated N-MNIST file?)"
+        )
+    if raw.size == 0:
+        raise ValueError(f"{path}: no events in N-MNIST file")
+    rows = raw.reshape(-1, _NMNIST_EVENT_BYTES).astype(np.int64)
+    x, y = rows[:, 0], rows[:, 1]
+    if x.max() >= NMNIST_SENSOR[1] or y.max() >= NMNIST_SENSOR[0]:
+        raise ValueError(f"{path}: coordinates outside the 34x34 N-MNIST sensor")
+    return Events(
+        x=x,
+        y=y,
+        polarity=rows[:, 2] >> 7,
+        timestamp=((rows[:, 2] & 0x7F) << 16) | (rows[:, 3] << 8) | rows[:, 4],
+    )
+
+
+def events_to_frames(events: Events, timesteps: int, sensor: tuple[int, int]) -> np.ndarray:
+    """Integrate events into ``timesteps`` frames of equal event count.
+
+    Event ``i`` of ``N`` goes to frame ``floor(i * T / N)``, so frames hold ``N // T`` or
+    ``N // T + 1`` events (SpikingJelly's ``split_by="number"``); each frame counts events per
+    polarity channel (0 = OFF, 1 = ON) and pixel.
+
+    Args:
+        events: Events in time order.
+        timesteps: Number of frames ``T``.
+        sensor: ``(height, width)`` of the sensor.
+
+    Returns:
+        float32 counts ``[T, 2, height, width]``.
+    """
+    height, width = sensor
+    count = len(events)
+    frame = (np.arange(count, dtype=np.int64) * timesteps) // max(count, 1)
+    flat = ((frame * 2 + events.polarity) * height + events.y) * width + events.x
+    counts = np.bincount(flat, minlength=timesteps * 2 * height * width)
+    return counts.reshape(timesteps, 2, height, width).astype(np.float32)
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Downsample frames ``[T, C, H, W]`` with area interpolation (mean count per block)."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    resized = F.interpolate(torch.from_numpy(frames), size=size, mode="area")
+    return resized.numpy()
