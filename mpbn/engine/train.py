@@ -355,7 +355,17 @@ def fold_and_evaluate(model: nn.Module, test_loader: Any, cfg: TrainConfig,
     """
     from mpbn.layers.fold import fold
 
-    folded = fold(model)
+    # Process groups cannot be deep-copied, and a folded model normalizes with running
+    # statistics only: detach them for the copy, then restore.
+    groups = {m: m.process_group for m in model.modules()
+              if getattr(m, "process_group", None) is not None}
+    for module in groups:
+        module.process_group = None
+    try:
+        folded = fold(model)
+    finally:
+        for module, group in groups.items():
+            module.process_group = group
     metrics = evaluate(folded, test_loader, cfg, dist, measure_spikes=False)
     x, _ = next(iter(test_loader))
     mismatch = spike_mismatch_count(model, folded, _prepare_input(x, cfg))
@@ -521,7 +531,11 @@ def prepare_run_dir(cfg: TrainConfig, options: RunOptions, dist: DistInfo) -> Pa
             raise ConfigError(f"cannot resume {run_dir} with a changed config "
                               f"({'; '.join(diff)}); start a new run with a new --out")
         return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()) and not options.force:
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    if dist.enabled:
+        # Every rank looks before rank 0 writes, so all ranks take the same decision.
+        torch.distributed.barrier()
+    if occupied and not options.force:
         raise ConfigError(f"output folder {run_dir} exists and is not empty; use --force to "
                           "overwrite, --resume to continue it, or another --out")
     if dist.is_primary:
