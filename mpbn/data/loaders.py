@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
-from .augment import AugmentSpec, auto_augment, normalize, random_crop, random_cutout, random_flip
+from .augment import AugmentSpec, auto_augment, normalize_, random_crop_flip, random_cutout
 from .sampling import derive_seed, epoch_indices, make_generator
 
 LAYOUTS = ("image", "frames", "pixels")
@@ -75,6 +76,11 @@ class DeviceLoader:
             raise ValueError("give both mean and std, or neither")
         self.device = torch.device(device)
         self.data = data.to(self.device)
+        self._pad = augment.crop_padding if augment is not None else 0
+        if self._pad:
+            # Pad the dataset once so each batch is a gather plus one crop gather, with no
+            # per-batch padding pass.
+            self.data = F.pad(self.data, (self._pad,) * 4)
         self.targets = torch.as_tensor(targets, dtype=torch.int64).to(self.device)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -125,31 +131,38 @@ class DeviceLoader:
 
     def _transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment, scale and normalize one gathered batch, then lay it out."""
-        frames_shape = x.shape if self.layout == "frames" else None
-        if frames_shape is not None:
+        frames_shape = None
+        if self.layout == "frames":
+            height, width = x.shape[-2] - 2 * self._pad, x.shape[-1] - 2 * self._pad
+            frames_shape = (*x.shape[:-2], height, width)
             # Fold time into channels so every step of a sample gets the same crop and flip.
             x = x.reshape(x.shape[0], -1, *x.shape[-2:])
         spec = self.augment
-        if spec is not None and spec.crop_padding > 0:
-            x = random_crop(x, spec.crop_padding, generator)
-        if spec is not None and spec.flip:
-            x = random_flip(x, generator)
-        x = x.to(torch.float32) * self.scale
+        if spec is not None:
+            x = random_crop_flip(x, self._pad, spec.flip, generator, prepadded=self._pad > 0)
+        x = x.to(torch.float32)
+        if self.mean is None or (spec is not None and spec.autoaugment):
+            x = x.mul_(self.scale) if self.scale != 1.0 else x
+            scale = 1.0
+        else:
+            scale = self.scale  # folded into the normalization pass
         if spec is not None and spec.autoaugment:
             x = auto_augment(x, generator)
         if frames_shape is not None:
             x = x.reshape(frames_shape)
         if self.mean is not None:
-            x = self._normalize(x)
+            x = self._normalize(x, scale)
         if spec is not None and spec.cutout > 0:
             x = self._cutout(x, spec.cutout, generator, frames_shape)
         return self._layout(x)
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def _normalize(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        # (scale * x - mean) / std == x * (scale / std) - mean / std: one fused pass.
+        std = tuple(s / scale for s in self.std)
+        mean = tuple(m / scale for m in self.mean)
         if x.dim() == 5:
-            flat = normalize(x.flatten(0, 1), self.mean, self.std)
-            return flat.view(x.shape)
-        return normalize(x, self.mean, self.std)
+            return normalize_(x.flatten(0, 1), mean, std).view(x.shape)
+        return normalize_(x, mean, std)
 
     @staticmethod
     def _cutout(x, size, generator, frames_shape):

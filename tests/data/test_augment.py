@@ -77,3 +77,25 @@ def test_auto_augment_keeps_range_shape_and_input():
     assert torch.equal(x, before)
     assert out.min() >= 0 and out.max() <= 1
     assert not torch.equal(out, x)
+
+
+def test_fused_crop_flip_equals_crop_then_flip():
+    from mpbn.data.augment import crop_flip
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (16, 3, 7, 9), dtype=torch.uint8, generator=generator)
+    offsets = torch.randint(0, 7, (16, 2), generator=generator)
+    flip = torch.rand(16, generator=generator) < 0.5
+    expected = flip_where(crop_with_offsets(x, 3, offsets), flip)
+    assert torch.equal(crop_flip(x, 3, offsets, flip), expected)
+    assert torch.equal(
+        crop_flip(x, 0, torch.zeros(16, 2, dtype=torch.int64), flip), flip_where(x, flip)
+    )
+
+
+def test_in_place_normalize_matches_reference():
+    from mpbn.data.augment import normalize_
+
+    x = torch.rand(4, 3, 5, 5)
+    expected = normalize(x, (0.1, 0.2, 0.3), (0.5, 0.25, 2.0))
+    torch.testing.assert_close(normalize_(x.clone(), (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)), expected)
