@@ -7,8 +7,8 @@ For LIF and MPBN-LIF (channel-wise, training mode) and T = 1, 2, 4, 8 at ``x = [
 - ``eager``: :class:`mpbn.functional.fused.FusedLIF` with torch ops;
 - ``compiled``: the same code through ``torch.compile`` (first-call compile time printed);
 - ``triton``: the Triton kernels (CUDA only; MPBN training mode runs the torch code there);
-- ``spikingjelly``: its multi-step ``LIFNode`` (and an MPBN-style neuron = BN over ``u`` inside
-  its loop is not shipped by it, so only LIF) when ``spikingjelly`` is importable;
+- ``spikingjelly``: its multi-step ``LIFNode`` / ``MPBNLIFNode`` (torch backend on CPU) when
+  ``spikingjelly`` is importable;
 - ``floor``: the bytes a fused kernel must move (24 B per float32 element-step for LIF: read x,
   write spikes, save ``u_pre``, and the same again backward; 40 B for MPBN-LIF, which also reads
   ``u_pre`` for the per-step statistics and reads the spikes back) divided by the streaming
@@ -100,13 +100,20 @@ def fused_fwd_bwd(kind: str, backend: str, x: torch.Tensor, grad: torch.Tensor,
     return run
 
 
-def spikingjelly_fwd_bwd(x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None] | None:
+def spikingjelly_fwd_bwd(kind: str, x: torch.Tensor,
+                         grad: torch.Tensor) -> Callable[[], None] | None:
+    """SpikingJelly's multi-step LIFNode / MPBNLIFNode with our decay (tau = 1 / (1 - 0.25))."""
     try:
         from spikingjelly.activation_based import neuron, surrogate
     except ImportError:
         return None
-    node = neuron.LIFNode(tau=4 / 3, decay_input=False, v_threshold=0.5, v_reset=0.0,
-                          surrogate_function=surrogate.ATan(), step_mode="m").to(x.device)
+    common = dict(tau=4 / 3, decay_input=False, v_threshold=0.5, v_reset=0.0,
+                  surrogate_function=surrogate.ATan(), step_mode="m")
+    if kind == "LIF":
+        node = neuron.LIFNode(**common)
+    else:
+        node = neuron.MPBNLIFNode(**common, out_channels=x.shape[2])
+    node = node.to(x.device)
 
     def run() -> None:
         node.reset()
@@ -124,16 +131,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (1 is steadier on a shared machine)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     shape = [8, 32, 8, 8] if args.small else args.shape
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}, allocator: {allocator()}")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name()}")
+    if hasattr(os, "getloadavg"):  # other processes on a shared machine skew every column
+        print("load average at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     step_numel = 1
     for s in shape:
         step_numel *= s
@@ -170,10 +183,9 @@ def main() -> None:
                     print(f"  compile {kind} T={steps}: {time.perf_counter() - start:.1f} s "
                           "(first call)")
                 times[variant] = median_ms(fn, device, args.repeats)
-            if kind == "LIF":
-                sj = spikingjelly_fwd_bwd(x, grad)
-                if sj is not None:
-                    times["spikingjelly"] = median_ms(sj, device, args.repeats)
+            sj = spikingjelly_fwd_bwd(kind, x, grad)
+            if sj is not None:
+                times["spikingjelly"] = median_ms(sj, device, args.repeats)
             rows.append((kind, steps, floor, times))
             ratios = " ".join(f"{times[v] / floor:>14.2f}x" for v in variants[1:])
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")

@@ -43,10 +43,12 @@ and the module runs the reference.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mpbn.functional.norm import update_running_stats
@@ -119,6 +121,7 @@ class _Config:
     norm: str | None  # None, "train" or "eval"
     reduce_dims: tuple[int, ...]  # the dims of a step [B, ...] that MPBN statistics reduce
     eps: float
+    channel: bool = True  # MPBN granularity: per channel, else per element
 
 
 def _is_tensor_needing_grad(value: object) -> bool:
@@ -168,6 +171,34 @@ def _per_step(value: Tensor, granularity: str, step: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def _step(x: Tensor, threshold: float | Tensor = 0.0) -> Tensor:
+    """``1[x > threshold]`` in ``x``'s dtype.
+
+    Eagerly via ``gt(out=float)``: on CPU, bool tensors and the ops that read them
+    (``masked_fill``, ``where``, ``.to``) run several times slower than float ones.
+    """
+    if torch.compiler.is_compiling():
+        return (x > threshold).to(x.dtype)
+    return torch.gt(x, threshold, out=torch.empty_like(x))
+
+
+def _surrogate_grad(name: str, x: Tensor, scale: float | Tensor, alpha: float) -> Tensor:
+    """:func:`~mpbn.functional.surrogate.surrogate_grad`, with float masks instead of bool.
+
+    Same formulas (tested against the reference); ``rectangle`` and ``tanh`` build their window
+    with ``le/ge(out=float)``, which is several times faster on CPU than bool masks.
+    """
+    if torch.compiler.is_compiling() or name not in ("rectangle", "tanh"):
+        return surrogate_grad(name, x, scale, alpha)
+    if name == "rectangle":  # Eq. 12: 1/alpha where |x| <= alpha/2
+        window = torch.le(x.abs(), alpha / 2, out=torch.empty_like(x))
+        return window.div_(alpha)
+    s = (x / (2 * scale)).add_(0.5)
+    inside = torch.ge(s, 0, out=torch.empty_like(s)).mul_(torch.le(s, 1, out=torch.empty_like(s)))
+    sech2 = torch.tanh(s.sub_(0.5).mul_(alpha)).square_().neg_().add_(1)
+    return inside.mul_(sech2).mul_(alpha / (2 * math.tanh(alpha / 2))).div_(2 * scale)
+
+
 def _slot(buffer: Tensor | None, t: int) -> Tensor | None:
     """``buffer[t]`` as an ``out=`` target in eager mode; ``None`` (a fresh tensor) compiled."""
     return None if buffer is None else buffer[t]
@@ -186,8 +217,9 @@ def _forward_steps(
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Forward over time. Returns ``(spikes, u_pre_seq, means, variances)``.
 
-    ``means``/``variances`` (biased) are ``[T, *stat_shape]`` in training MPBN, else ``None``;
-    ``u_pre_seq`` is ``None`` unless ``save``.
+    ``means``/``variances`` (the per-step batch mean and *unbiased* variance, as BN's running
+    statistics track them) are ``[T, F]`` in training MPBN, else ``None``; ``u_pre_seq`` is
+    ``None`` unless ``save``.
 
     Eagerly, every op writes its result straight into the output buffers (``out=``): one pass
     per op and no final ``stack`` copy. Under ``torch.compile`` the same ops run functionally
@@ -213,14 +245,27 @@ def _forward_steps(
         if cfg.norm is None:
             v = u_pre
         else:
-            if cfg.norm == "train":
+            if cfg.norm == "train" and eager:
+                # F.batch_norm is CPU's fastest one-step statistics (var_mean over (0, 2, 3) is
+                # several times slower) and computes v exactly as the reference does; with
+                # momentum 1 it writes the batch mean and unbiased variance into these buffers.
+                feats = u_pre if cfg.channel else u_pre.flatten(1)
+                mean = torch.zeros(feats.shape[1], dtype=u_pre.dtype, device=u_pre.device)
+                var = torch.zeros_like(mean)
+                v = F.batch_norm(feats, mean, var, weight.reshape(-1), bias.reshape(-1), True,
+                                 1.0, cfg.eps).view_as(u_pre)
+                means.append(mean)
+                variances.append(var)
+            elif cfg.norm == "train":
                 # Biased variance normalizes (BN Eq. 4-5); one pass for both moments.
                 var, mean = torch.var_mean(u_pre, dim=cfg.reduce_dims, correction=0, keepdim=True)
                 scale = weight * torch.rsqrt(var + cfg.eps)
-                shift = bias - mean * scale
-                means.append(mean)
-                variances.append(var)
-            v = torch.addcmul(shift, u_pre, scale)  # Eq. 7: scale * u_pre + shift
+                v = u_pre * scale + (bias - mean * scale)  # Eq. 7
+                count = u_pre.numel() // mean.numel()
+                means.append(mean.reshape(-1))
+                variances.append(var.reshape(-1) * (count / (count - 1)))
+            else:  # eval: Eq. 7 with running statistics, a per-feature affine map
+                v = (u_pre * scale).add_(shift)
         # Eq. 2 / 8. v > V_th is exactly v - V_th > 0 in IEEE arithmetic (gradual underflow).
         o = torch.gt(v, v_th, out=_slot(spike_buf, t))
         if not eager:
@@ -285,9 +330,10 @@ def _backward_steps(
             mean = means[t] if cfg.norm == "train" else means
             invstd = invstds[t] if cfg.norm == "train" else invstds
             scale = weight * invstd
-            x = torch.addcmul(bias - mean * scale, u_pre, scale).sub_(v_th)
-        fired = (x > 0) if spikes is None else spikes[t].bool()
-        g_v = surrogate_grad(cfg.surrogate, x, v_th, cfg.alpha)
+            # (per-feature constants folded first: a broadcast addcmul is slow on CPU)
+            x = (u_pre * scale).add_(bias - mean * scale - v_th)
+        fired = _step(x) if spikes is None else spikes[t]
+        g_v = _surrogate_grad(cfg.surrogate, x, v_th, cfg.alpha)
         if g_u is not None and not cfg.detach_reset:
             # dL/do[t] = grad + g_u * du/do, du/do = -u_pre (hard) or -reset_amount (soft)
             if cfg.hard or isinstance(amount, Tensor):
@@ -298,7 +344,7 @@ def _backward_steps(
         else:
             g_v.mul_(grad_spikes[t])
         if g_u is not None and cfg.hard:
-            g_u = g_u.masked_fill_(fired, 0)  # du/du_pre = 1 - o
+            g_u = g_u.addcmul_(g_u, fired, value=-1)  # du/du_pre = 1 - o: g_u - g_u * o
         if cfg.norm is None:
             g_pre = g_v if g_u is None else torch.add(g_v, g_u, out=out)
         else:
@@ -313,7 +359,7 @@ def _backward_steps(
                 # with x_hat = (u_pre - mu) * invstd expanded into a per-feature affine in u_pre.
                 k1 = scale * invstd * sum_gx / count
                 k0 = k1 * mean - scale * sum_g / count
-                g_pre = torch.addcmul(k0, g_v, scale).addcmul_(u_pre, k1, value=-1)
+                g_pre = g_v.mul_(scale).sub_(u_pre * k1).add_(k0)
             else:
                 g_pre = g_v.mul_(scale)
             if g_u is not None:
@@ -392,17 +438,18 @@ class FusedLIF(torch.autograd.Function):
         if cfg.norm == "train":
             steps, count = c_seq.shape[0], c_seq[0].numel() // weight.numel()
             # Unbiased variance for the running estimate, as BN tracks it.
-            update_running_stats(
-                norm.running_mean.view(-1), norm.running_var.view(-1),
-                means.reshape(steps, -1), variances.reshape(steps, -1) * (count / (count - 1)),
-                norm.momentum,
-            )
+            update_running_stats(norm.running_mean.view(-1), norm.running_var.view(-1),
+                                 means, variances, norm.momentum)
+            # Backward wants the normalizing (biased) statistics, shaped for one step.
+            stat_shape = (steps, *weight.shape)
+            invstds = torch.rsqrt(variances * ((count - 1) / count) + cfg.eps).view(stat_shape)
+            means = means.view(stat_shape)
         if save:
             tensors = [u_pre_seq]
             # Triton recomputes spikes from u_pre; the torch code reads the MPBN ones back.
             tensors.append(spikes if cfg.norm is not None and backend != "triton" else None)
             if cfg.norm == "train":
-                tensors += [means, torch.rsqrt(variances + cfg.eps)]
+                tensors += [means, invstds]
             elif cfg.norm == "eval":
                 tensors += [mean_eval, invstd_eval]
             else:
@@ -474,6 +521,7 @@ def _build_config(
         norm=norm_mode,
         reduce_dims=reduce_dims,
         eps=float(norm.eps) if norm is not None else 0.0,
+        channel=norm is None or norm.granularity == "channel",
     )
     # One object per distinct config: torch.compile guards on the object's identity, and a
     # fresh one per call would recompile every call.
