@@ -66,6 +66,23 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int,
     return statistics.median(times) * 1e3
 
 
+def interleaved_medians_ms(fns: dict[str, Callable[[], object]], device: torch.device,
+                           repeats: int) -> dict[str, float]:
+    """Median ms of each function, timed round-robin so that all see the same machine load."""
+    for fn in fns.values():
+        for _ in range(2):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
 def bandwidth_gbs(numel: int, device: torch.device, repeats: int) -> float:
     """Streaming bandwidth of ``torch.add(a, b, out=c)``: 12 B per float32 element."""
     a = torch.randn(numel, device=device)
@@ -150,7 +167,8 @@ def main() -> None:
     step_numel = 1
     for s in shape:
         step_numel *= s
-    bandwidth = bandwidth_gbs(max(step_numel * 4, 1 << 24), device, args.repeats)
+    bw_numel = max(step_numel * 4, 1 << 24)
+    bandwidth = bandwidth_gbs(bw_numel, device, args.repeats * 2)
     print(f"streaming bandwidth (torch.add out=): {bandwidth:.1f} GB/s; step shape {shape}")
 
     variants = ["reference", "eager"]
@@ -168,24 +186,27 @@ def main() -> None:
         for steps in args.steps:
             x = torch.randn(steps, *shape, device=device) * 0.8 + 0.3
             grad = torch.randn_like(x)
-            floor = FLOOR_BYTES[kind] * x.numel() / (bandwidth * 1e9) * 1e3
-            times = {}
+            fns = {}
             for variant in variants:
                 if variant == "reference":
                     module = LIF(backend="reference", membrane_norm="channel"
                                  if kind == "MPBN-LIF" else None, num_features=shape[1])
-                    fn = fwd_bwd(module.to(device), x, grad)
+                    fns[variant] = fwd_bwd(module.to(device), x, grad)
                 else:
-                    fn = fused_fwd_bwd(kind, variant, x, grad, shape[1])
+                    fns[variant] = fused_fwd_bwd(kind, variant, x, grad, shape[1])
                 if variant == "compiled":
                     start = time.perf_counter()
-                    fn()
+                    fns[variant]()
                     print(f"  compile {kind} T={steps}: {time.perf_counter() - start:.1f} s "
                           "(first call)")
-                times[variant] = median_ms(fn, device, args.repeats)
             sj = spikingjelly_fwd_bwd(kind, x, grad)
             if sj is not None:
-                times["spikingjelly"] = median_ms(sj, device, args.repeats)
+                fns["spikingjelly"] = sj
+            times = interleaved_medians_ms(fns, device, args.repeats)
+            # Re-measured beside every row; the floor uses the best bandwidth seen so far (the
+            # lowest floor), so machine load cannot flatter the ratios.
+            bandwidth = max(bandwidth, bandwidth_gbs(bw_numel, device, args.repeats))
+            floor = FLOOR_BYTES[kind] * x.numel() / (bandwidth * 1e9) * 1e3
             rows.append((kind, steps, floor, times))
             ratios = " ".join(f"{times[v] / floor:>14.2f}x" for v in variants[1:])
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
@@ -197,7 +218,8 @@ def main() -> None:
     for kind, steps, _, times in rows:
         best = min((times[v], v) for v in variants[1:])
         print(f"  {kind:9} T={steps}: {times['reference'] / best[0]:.1f}x ({best[1]})")
-    print("\ntimes are medians in ms of forward+backward; floor = bytes / measured bandwidth")
+    print(f"\ntimes are medians in ms of forward+backward, timed round-robin; floor = bytes / "
+          f"best measured bandwidth ({bandwidth:.1f} GB/s)")
 
 
 if __name__ == "__main__":
