@@ -11,6 +11,7 @@ All tensors are time-first ``[T, B, ...]``. A model is ``stem -> body -> head``:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -164,8 +165,11 @@ class LayerFactories:
 
 
 _NORM_ALIASES = {"baseline": "bn", "batchnorm": "bn", "layernorm": "ln"}
-_LIF_KEYS = ("decay", "v_threshold", "reset", "surrogate", "alpha", "detach_reset", "eps",
-             "momentum")
+# Every LIF keyword except those the model sets itself from the layer it builds (MPBN size) or
+# that only folding produces; read from the signature so new LIF options reach the models.
+_MODEL_SET = {"self", "membrane_norm", "num_features", "feature_shape", "threshold_sign",
+              "reset_amount"}
+_LIF_KEYS = tuple(k for k in inspect.signature(LIF.__init__).parameters if k not in _MODEL_SET)
 
 
 def make_factories(norm: str, mpbn: str | None, timesteps: int,
