@@ -10,8 +10,8 @@ is used as it is, without clipping. Noise and attack always use the same space.
 FGSM (Goodfellow et al. 2014) in its SNN-crafted form (Sharmin et al. 2020):
 ``p_adv = p + eps * sign(grad_p loss(f(p), y))``, the gradient taken through the SNN itself by
 BPTT with its surrogate spike derivative, model in eval mode (running statistics). With Poisson
-encoding the sampled spikes carry no gradient to the pixels, so FGSM is only meaningful for
-direct encoding.
+encoding the gradient passes the encoder straight through (the derivative of the expected
+spike, see :func:`mpbn.data.poisson_encode`).
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ def poisson_encode(
 
     Returns:
         Float tensor ``[T, B, ...]`` with values in ``{-1, 0, 1}`` and the dtype of ``x``
-        (float32 for integer inputs).
+        (float32 for integer inputs). When ``x`` requires a gradient, backward passes
+        ``d s / d x = 1`` where ``|x| <= 1`` (the derivative of the firing expectation).
     """
     _check_timesteps(timesteps)
     dtype = x.dtype if x.is_floating_point() else torch.float32
@@ -52,4 +53,11 @@ def poisson_encode(
     noise = torch.rand((timesteps, *x.shape), generator=generator, device=x.device, dtype=dtype)
     # A rate of exactly 0 must never fire, even when the uniform draw is 0.
     fired = (noise < rate) | ((noise == rate) & (rate > 0))
-    return fired.to(dtype) * torch.sign(x)
+    spikes = fired.to(dtype) * torch.sign(x)
+    if x.requires_grad:
+        # Straight-through gradient of the expected spike E[s] = clamp(x, -1, 1), so attacks
+        # crafted through the SNN (Sharmin et al. 2020 FGSM) reach the pixels; the forward
+        # value is unchanged (e - e.detach() is exactly 0).
+        expected = x.clamp(-1.0, 1.0)
+        spikes = spikes + (expected - expected.detach())
+    return spikes

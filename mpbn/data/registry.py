@@ -31,6 +31,7 @@ class LoaderRequest:
     timesteps: int | None
     augment: bool
     autoaugment: bool
+    cutout: int | None
     num_workers: int
     seed: int
     download: bool
@@ -77,6 +78,7 @@ def create_loaders(
     timesteps: int | None = None,
     augment: bool = True,
     autoaugment: bool = False,
+    cutout: int | None = None,
     num_workers: int = 4,
     seed: int = 0,
     download: bool = False,
@@ -105,6 +107,8 @@ def create_loaders(
             :func:`~mpbn.data.direct_encode` or :func:`~mpbn.data.poisson_encode`).
         augment: Apply the dataset's training augmentation.
         autoaugment: Add the batched AutoAugment-style policy (static in-memory sets).
+        cutout: Side of the Cutout hole for CIFAR (``None``: the MPBN recipe's 16; 0: none,
+            as BNTT trains).
         num_workers: Decoding workers for image-folder sets, and event-file parsing processes.
         seed: Base seed of subsets, order and augmentation.
         download: Fetch missing files (CIFAR, MNIST) with MD5 verification.
@@ -139,6 +143,7 @@ def create_loaders(
         timesteps=timesteps,
         augment=augment,
         autoaugment=autoaugment,
+        cutout=cutout,
         num_workers=num_workers,
         seed=seed,
         download=download,
@@ -269,7 +274,10 @@ def _build_cifar(request: LoaderRequest):
         download_missing=request.download,
         strict_checksum=request.strict_checksum,
     )
-    spec = AugmentSpec(crop_padding=4, flip=True, cutout=16, autoaugment=request.autoaugment)
+    cutout = 16 if request.cutout is None else request.cutout
+    if cutout < 0:
+        raise ValueError(f"cutout must be >= 0 pixels, got {cutout}")
+    spec = AugmentSpec(crop_padding=4, flip=True, cutout=cutout, autoaugment=request.autoaugment)
     return in_memory_loaders(
         request,
         train,

@@ -64,6 +64,7 @@ class TrainConfig:
         grad_clip: Clip the global gradient norm to this value (``None``: off).
         augment: The dataset's training augmentation (crop, flip, Cutout for CIFAR).
         autoaugment: Add AutoAugment on top (MPBN's public code does).
+        cutout: Cutout hole side for CIFAR; ``None`` is the data default (16), 0 disables it.
         seed: Base seed; repeat ``i`` uses ``seed + i``.
         seeds: Number of repeats (mean and std are reported).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -112,6 +113,7 @@ class TrainConfig:
     grad_clip: float | None = None
     augment: bool = True
     autoaugment: bool = False
+    cutout: int | None = None
     seed: int = 0
     seeds: int = 1
     device: str = "auto"

@@ -40,7 +40,7 @@ BNTT_RECIPE: dict[str, Any] = dict(
     optimizer="sgd", lr=0.3, momentum=0.9, weight_decay=5e-4, decay_params="all",
     schedule="step", milestones=[0.5, 0.7, 0.9], gamma=0.1, batch_size=128, norm="bntt",
     mpbn=None, decay=0.99, v_threshold=1.0, reset="soft", surrogate="linear", alpha=0.3,
-    encoding="poisson", augment=True, autoaugment=False, seeds=1, eval_batch_size=256,
+    encoding="poisson", augment=True, autoaugment=False, cutout=0, seeds=1, eval_batch_size=256,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {}

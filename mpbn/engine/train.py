@@ -113,7 +113,7 @@ def build_loaders(cfg: TrainConfig, seed: int, dist: DistInfo) -> tuple[Any, Any
     return create_loaders(
         cfg.dataset, cfg.data_root, batch_size=cfg.batch_size // dist.world_size,
         device=dist.device, timesteps=cfg.timesteps, augment=cfg.augment,
-        autoaugment=cfg.autoaugment, num_workers=cfg.num_workers, seed=seed,
+        autoaugment=cfg.autoaugment, cutout=cfg.cutout, num_workers=cfg.num_workers, seed=seed,
         download=cfg.download, split=cfg.split, rank=dist.rank, world_size=dist.world_size,
         train_subset=cfg.train_subset, test_subset=cfg.test_subset,
         eval_batch_size=cfg.eval_batch_size,

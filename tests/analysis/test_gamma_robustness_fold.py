@@ -116,3 +116,16 @@ def test_fold_report_counts_and_zero_mismatch(make_tiny, tiny_data, tmp_path):
     saved = json.loads((tmp_path / "fold.json").read_text())
     assert saved["layers"][0]["negative_lambda"] == 1
     assert not analyze_fold(make_tiny(), x, tmp_path / "none")["available"]
+
+
+def test_fgsm_reaches_pixels_through_poisson_encoding():
+    from mpbn.analysis import fgsm
+    from mpbn.models import create
+
+    torch.manual_seed(0)
+    model = create("small_cnn", num_classes=10, timesteps=4, norm="bntt", encoding="poisson",
+                   in_channels=1, input_size=8).eval()
+    x = torch.rand(8, 1, 8, 8) * 0.8 + 0.1  # away from the [0, 1] clip
+    y = torch.randint(0, 10, (8,))
+    adv = fgsm(model, x, y, 0.05)
+    assert torch.allclose((adv - x).abs(), torch.full_like(x, 0.05), atol=1e-6)

@@ -149,3 +149,11 @@ def test_cifar_loaders_end_to_end(cifar10_root):
     assert y.tolist() == written["test_batch"][1][:16].tolist()
     xb, yb = next(iter(train))
     assert xb.shape == (16, 3, 32, 32) and yb.dtype == torch.int64
+
+
+@pytest.mark.parametrize("cutout, expected", [(None, 16), (0, 0), (8, 8)])
+def test_cutout_is_configurable(cifar10_root, cutout, expected):
+    root, _ = cifar10_root
+    with pytest.warns(UserWarning):
+        train, _, _ = create_loaders("cifar10", root, batch_size=16, cutout=cutout)
+    assert train.augment.cutout == expected

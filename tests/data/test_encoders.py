@@ -36,3 +36,13 @@ def test_poisson_is_reproducible_with_a_generator():
 def test_encoders_reject_bad_timesteps(bad):
     with pytest.raises(ValueError, match="timesteps"):
         direct_encode(torch.zeros(1), bad)
+
+
+def test_poisson_gradient_is_straight_through_of_the_expectation():
+    x = torch.tensor([-1.5, -0.5, 0.0, 0.3, 0.9, 2.0], requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    spikes = poisson_encode(x, 5, generator=g)
+    assert torch.equal(spikes.detach(), poisson_encode(x.detach(), 5,
+                                                       generator=torch.Generator().manual_seed(0)))
+    (grad,) = torch.autograd.grad(spikes.sum(), x)
+    assert grad.tolist() == [0.0, 5.0, 5.0, 5.0, 5.0, 0.0]
