@@ -148,6 +148,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="time each variant in its own loop (warm caches) instead of "
+                             "round-robin (steadier under load, caches shared)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (1 is steadier on a shared machine)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -168,8 +171,8 @@ def main() -> None:
     for s in shape:
         step_numel *= s
     bw_numel = max(step_numel * 4, 1 << 24)
-    bandwidth = bandwidth_gbs(bw_numel, device, args.repeats * 2)
-    print(f"streaming bandwidth (torch.add out=): {bandwidth:.1f} GB/s; step shape {shape}")
+    bandwidths = [bandwidth_gbs(bw_numel, device, args.repeats * 2)]
+    print(f"streaming bandwidth (torch.add out=): {bandwidths[0]:.1f} GB/s; step shape {shape}")
 
     variants = ["reference", "eager"]
     if not args.no_compile and device.type == "cpu":
@@ -179,8 +182,6 @@ def main() -> None:
 
         if triton_lif.available():
             variants.append("triton")
-    header = (f"{'neuron':9} {'T':>2} {'floor':>7} " + " ".join(f"{v:>10}" for v in variants)
-              + "  " + " ".join(f"{v + '/floor':>15}" for v in variants[1:]))
     rows = []
     for kind in ("LIF", "MPBN-LIF"):
         for steps in args.steps:
@@ -202,25 +203,35 @@ def main() -> None:
             sj = spikingjelly_fwd_bwd(kind, x, grad)
             if sj is not None:
                 fns["spikingjelly"] = sj
-            times = interleaved_medians_ms(fns, device, args.repeats)
-            # Re-measured beside every row; the floor uses the best bandwidth seen so far (the
-            # lowest floor), so machine load cannot flatter the ratios.
-            bandwidth = max(bandwidth, bandwidth_gbs(bw_numel, device, args.repeats))
-            floor = FLOOR_BYTES[kind] * x.numel() / (bandwidth * 1e9) * 1e3
-            rows.append((kind, steps, floor, times))
-            ratios = " ".join(f"{times[v] / floor:>14.2f}x" for v in variants[1:])
-            print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
-            print(f"{kind:9} {steps:>2} {floor:>7.2f} "
-                  + " ".join(f"{times[v]:>10.2f}" for v in variants) + "  " + ratios
-                  + (f"  spikingjelly {times['spikingjelly']:.2f}" if "spikingjelly" in times
-                     else ""))
+            if args.back_to_back:
+                times = {name: median_ms(fn, device, args.repeats) for name, fn in fns.items()}
+            else:
+                times = interleaved_medians_ms(fns, device, args.repeats)
+            # Re-measured beside every row: the floor uses the median of all measurements.
+            bandwidths.append(bandwidth_gbs(bw_numel, device, args.repeats))
+            rows.append((kind, steps, x.numel(), times))
+            print(f"  measured {kind} T={steps}: "
+                  + ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items()))
+
+    bandwidth = statistics.median(bandwidths)
+    print(f"\nbandwidth over the run: median {bandwidth:.1f} GB/s "
+          f"(min {min(bandwidths):.1f}, max {max(bandwidths):.1f})")
+    extra = ["spikingjelly"] if any("spikingjelly" in r[3] for r in rows) else []
+    print(f"{'neuron':9} {'T':>2} {'floor':>7} " + " ".join(f"{v:>12}" for v in variants + extra)
+          + "  " + " ".join(f"{v + '/floor':>15}" for v in variants[1:]))
+    for kind, steps, numel, times in rows:
+        floor = FLOOR_BYTES[kind] * numel / (bandwidth * 1e9) * 1e3
+        print(f"{kind:9} {steps:>2} {floor:>7.2f} "
+              + " ".join(f"{times[v]:>12.2f}" if v in times else f"{'-':>12}"
+                         for v in variants + extra)
+              + "  " + " ".join(f"{times[v] / floor:>14.2f}x" for v in variants[1:]))
     print("\nspeed-up of the fastest fused variant over the reference loop:")
     for kind, steps, _, times in rows:
         best = min((times[v], v) for v in variants[1:])
         print(f"  {kind:9} T={steps}: {times['reference'] / best[0]:.1f}x ({best[1]})")
-    print(f"\ntimes are medians in ms of forward+backward, timed round-robin; floor = bytes / "
-          f"best measured bandwidth ({bandwidth:.1f} GB/s)")
-
+    order = "back to back" if args.back_to_back else "round-robin"
+    print(f"\ntimes are medians in ms of forward+backward, timed {order}; "
+          "floor = bytes / median measured bandwidth")
 
 if __name__ == "__main__":
     main()
