@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -375,15 +376,28 @@ def _backward_steps(
 
 
 _compiled: dict[str, object] = {}
+_compile_failed = False
 _CONFIGS: dict[_Config, _Config] = {}
 
 
-def _compiled_fn(name: str):
-    """``torch.compile`` d ``_forward_steps``/``_backward_steps`` (created on first use)."""
-    if name not in _compiled:
-        fn = _forward_steps if name == "forward" else _backward_steps
-        _compiled[name] = torch.compile(fn, dynamic=False, fullgraph=True)
-    return _compiled[name]
+def _run_steps(name: str, backend: str, *args):
+    """``_forward_steps``/``_backward_steps``, through ``torch.compile`` for ``"compiled"``.
+
+    Compile is an optimization only: if it fails (no C++ compiler, an Inductor limitation),
+    warn once and run the same code eagerly from then on.
+    """
+    global _compile_failed
+    eager_fn = _forward_steps if name == "forward" else _backward_steps
+    if backend == "compiled" and not _compile_failed:
+        if name not in _compiled:
+            _compiled[name] = torch.compile(eager_fn, dynamic=False, fullgraph=True)
+        try:
+            return _compiled[name](*args)
+        except Exception as error:  # noqa: BLE001 - any compile failure means "run eagerly"
+            _compile_failed = True
+            warnings.warn(f"torch.compile of the fused LIF failed ({type(error).__name__}: "
+                          f"{error}); using the eager fused path", RuntimeWarning, stacklevel=2)
+    return eager_fn(*args)
 
 
 def _use_triton(c_seq: Tensor, cfg: _Config) -> bool:
@@ -432,9 +446,9 @@ class FusedLIF(torch.autograd.Function):
                 c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)
             means = variances = None
         else:
-            fn = _compiled_fn("forward") if backend == "compiled" else _forward_steps
-            spikes, u_pre_seq, means, variances = fn(
-                c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)
+            spikes, u_pre_seq, means, variances = _run_steps(
+                "forward", backend, c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval,
+                cfg, save)
         if cfg.norm == "train":
             steps, count = c_seq.shape[0], c_seq[0].numel() // weight.numel()
             # Unbiased variance for the running estimate, as BN tracks it.
@@ -477,9 +491,9 @@ class FusedLIF(torch.autograd.Function):
             grad_c, grad_w, grad_b = triton_lif.backward(
                 grad_spikes, u_pre_seq, v_th, amount, weight, bias, means, invstds, cfg)
         else:
-            fn = _compiled_fn("backward") if ctx.backend == "compiled" else _backward_steps
-            grad_c, grad_w, grad_b = fn(
-                grad_spikes, u_pre_seq, spikes, v_th, amount, weight, bias, means, invstds, cfg)
+            grad_c, grad_w, grad_b = _run_steps(
+                "backward", ctx.backend, grad_spikes, u_pre_seq, spikes, v_th, amount, weight,
+                bias, means, invstds, cfg)
         if cfg.norm is not None:
             # Back to the parameters' own shape ([C] or (C, ...)).
             grad_w = grad_w.reshape(-1) if ctx.granularity == "channel" else grad_w.reshape(
