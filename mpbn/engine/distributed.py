@@ -81,9 +81,18 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
-def cleanup_distributed() -> None:
-    """Leave the process group if this process joined one."""
+def cleanup_distributed(synchronize: bool = True) -> None:
+    """Leave the process group if this process joined one.
+
+    Args:
+        synchronize: Wait for every rank first (on a clean exit). Without it gloo can abort
+            ("terminate called without an active exception") when one rank tears its
+            connections down while another still uses them; after an error, a rank must not
+            wait for peers that may never arrive.
+    """
     if dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

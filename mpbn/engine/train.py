@@ -559,6 +559,7 @@ def run(cfg: TrainConfig, options: RunOptions | None = None) -> dict[str, Any] |
     dist = setup_distributed(cfg.device)
     run_dir: Path | None = None
     created = False
+    finished = False
     try:
         created = not options.resume and not (
             Path(options.out).exists() if options.out is not None else False)
@@ -571,12 +572,14 @@ def run(cfg: TrainConfig, options: RunOptions | None = None) -> dict[str, Any] |
             seed = cfg.seed + i
             result = train_seed(cfg, seed, run_dir / f"seed_{seed}", dist, options)
             if result is None:
+                finished = True
                 return None
             results.append(result)
         summary = summarize(cfg, results)
         if dist.is_primary:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         summary["run_dir"] = str(run_dir)
+        finished = True
         return summary
     except (ConfigError, ValueError, FileNotFoundError):
         # A set-up error (bad option, missing data) before any epoch: leave no empty run
@@ -585,7 +588,7 @@ def run(cfg: TrainConfig, options: RunOptions | None = None) -> dict[str, Any] |
             _remove_if_untrained(run_dir)
         raise
     finally:
-        cleanup_distributed()
+        cleanup_distributed(synchronize=finished)
 
 
 def _remove_if_untrained(run_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mpbn.engine.distributed import (
+    cleanup_distributed,
     convert_sync_norms,
     sync_batch_norm,
     sync_normalize_with_batch_stats,
@@ -71,7 +73,7 @@ def _worker(rank: int, port: int, path: str) -> None:
             "buffers": {n: b.clone() for n, b in model.named_buffers()},
         }, f"{path}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        cleanup_distributed(synchronize=not sys.exc_info()[0])
 
 
 def _free_port() -> int:
@@ -121,7 +123,7 @@ def test_sync_functions_match_local_bn_in_a_world_of_one():
         torch.testing.assert_close(mean, x.detach().mean((0, 2)))
         torch.testing.assert_close(var, x.detach().transpose(0, 1).flatten(1).var(1))
     finally:
-        dist.destroy_process_group()
+        cleanup_distributed(synchronize=not sys.exc_info()[0])
 
 
 def test_convert_sync_norms_marks_batch_norms_only():
