@@ -4,6 +4,7 @@ The curated public API; submodules hold the rest (``mpbn.functional``, ``mpbn.la
 ``mpbn.models``, ``mpbn.data``, ``mpbn.engine``, ``mpbn.analysis``).
 """
 
+from mpbn import data, models
 from mpbn.layers import (
     LIF,
     BatchNormThroughTime,
@@ -21,6 +22,8 @@ from mpbn.layers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
+    "models",
     "LIF",
     "BatchNormThroughTime",
     "MembraneBN",

@@ -223,27 +223,31 @@ def cmd_fold(args: argparse.Namespace) -> int:
     from mpbn.layers.fold import fold
 
     out = Path(args.out)
-    targets = [out / "model.safetensors", out / "model.json"]
+    targets = [out / "model.safetensors", out / "model.json"] + ([out / "model.nir"]
+                                                                 if args.nir else [])
     if any(t.exists() for t in targets) and not args.force:
         raise CLIError(f"{out} already holds a folded model; use --force to overwrite")
     model, cfg, ckpt = load_model_from_checkpoint(args.checkpoint)
     folded = fold(model)
+    graph = None
+    if args.nir:  # before writing anything, so a model NIR cannot express leaves no files
+        from mpbn.export import NIRExportError, to_nir
+
+        try:
+            graph = to_nir(folded)
+        except NIRExportError as exc:
+            raise CLIError(f"cannot export to NIR: {exc}") from None
+        except ImportError as exc:
+            raise CLIError(f"--nir needs the nir package: pip install 'mpbn[export]' ({exc})"
+                           ) from None
     weights, meta = export_folded(folded, cfg, ckpt["data_info"], out,
                                   extra={"source_checkpoint": str(args.checkpoint),
                                          "epoch": ckpt["epoch"]})
     print(f"wrote {weights} and {meta}")
-    if args.nir:
-        try:
-            from mpbn.export import to_nir
-        except ImportError:
-            raise CLIError("--nir needs mpbn.export.to_nir, which this install lacks "
-                           "(pip install 'mpbn[export]')") from None
-        import torch
+    if graph is not None:
+        from mpbn.export import write_nir
 
-        graph = to_nir(folded, sample_input=torch.zeros(1, *ckpt["data_info"]["input_shape"]))
-        import nir
-
-        nir.write(str(out / "model.nir"), graph)
+        write_nir(graph, out / "model.nir")
         print(f"wrote {out / 'model.nir'}")
     return 0
 

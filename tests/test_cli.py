@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import mpbn
 from mpbn.cli import main
 from mpbn.engine.deploy import load_folded
 from mpbn.engine.train import load_model_from_checkpoint
@@ -115,3 +116,16 @@ def test_presets_lists_every_preset(capsys):
                  "mpbn-table6-resnet20-cifar100-t4-element", "bntt-vgg9-cifar10-t25",
                  "bntt-table5-vgg9-cifar10-ln", "cifar10-r20narrow-t2-mpbn-element"):
         assert name in out
+
+
+def test_fold_nir_writes_a_graph_that_simulates_like_the_model(tmp_path, trained):
+    from mpbn.export import read_nir, simulate_nir
+
+    out = tmp_path / "deploy_nir"
+    assert main(["fold", str(trained / "seed_0/last.pt"), "-o", str(out), "--nir"]) == 0
+    graph = read_nir(out / "model.nir")
+    model, _, _ = load_model_from_checkpoint(trained / "seed_0/last.pt")
+    folded = mpbn.fold(model).double()
+    x = torch.rand(8, 1, 8, 8, dtype=torch.float64)
+    x_seq = x.unsqueeze(0).expand(folded.timesteps, *x.shape)
+    torch.testing.assert_close(simulate_nir(graph, x_seq), folded(x))
