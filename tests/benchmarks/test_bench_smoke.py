@@ -1,0 +1,129 @@
+"""The benchmark scripts run on a tiny config (so they do not rot), and their accounting is right.
+
+The scripts live in ``benchmarks/`` (not a package); they are loaded from their files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mpbn.layers import LIF
+from mpbn.layers.norm import SeqBatchNorm
+from mpbn.models import ConvNorm, create
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench_train_step():
+    return _load("bench_train_step")
+
+
+@pytest.fixture(scope="module")
+def bench_memory():
+    return _load("bench_memory")
+
+
+# One thread: on a busy machine, OpenMP threads waiting for each other's cores make tiny
+# models 10-50x slower (the fixture restores the thread count for the other tests).
+TINY = ["--model", "resnet19", "--width", "4", "--batch", "2", "--input-size", "8",
+        "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_step_main_runs_on_a_tiny_config(bench_train_step, capsys):
+    result = bench_train_step.main([*TINY, "--timesteps", "2", "--rounds", "2", "--warmup", "1"])
+    out = capsys.readouterr().out
+    assert "load average" in out and "allocator" in out
+    medians = result["medians_ms"]
+    assert set(medians) == {"ANN T=1 B=4"} | {
+        f"SNN mpbn={m} {b}" for m in ("none", "channel", "element")
+        for b in ("fused", "reference")}
+    ratios = result["ratios"]
+    assert "SNN T=2 (fused) / ANN T=1 B=4" in ratios
+    assert "MPBN channel / no MPBN (fused)" in ratios
+    assert "reference / fused (mpbn=element)" in ratios
+    assert all(math.isfinite(v) and v > 0 for v in [*medians.values(), *ratios.values()])
+
+
+def test_to_ann_replaces_every_neuron_and_keeps_the_rest(bench_train_step):
+    torch.set_num_threads(1)
+    snn = create("resnet19", timesteps=1, width=4, input_size=8)
+    ann = bench_train_step.to_ann(snn)
+    n_lif = sum(isinstance(m, LIF) for m in snn.modules())
+    assert n_lif > 0 and not any(isinstance(m, LIF) for m in ann.modules())
+    assert sum(isinstance(m, nn.ReLU) for m in ann.modules()) == n_lif
+    assert sum(p.numel() for p in ann.parameters()) == sum(p.numel() for p in snn.parameters())
+    assert ann(torch.rand(6, 3, 8, 8)).shape == (6, 10)
+
+
+def test_memory_main_runs_on_a_tiny_config(bench_memory, capsys):
+    rows = bench_memory.main([*TINY, "--timesteps", "1", "2", "3"])
+    assert "saved/need" in capsys.readouterr().out
+    assert len(rows) == 3 * 2 * 3  # mpbn modes x backends x T
+    for row in rows:
+        assert row["saved"] >= row["need"] > 0  # need is a lower bound
+        assert 0 < row["binary_float"] < row["saved"]
+    fused = {(r["mpbn"], r["T"]): r for r in rows if r["backend"] == "fused"}
+    # Fused, the saved bytes are linear in T (B x (a T + b)): equal second differences.
+    for mode in ("none", "channel", "element"):
+        s1, s2, s3 = (fused[mode, t]["saved"] for t in (1, 2, 3))
+        assert s3 - s2 == s2 - s1
+
+
+def _tiny(membrane_norm: str | None) -> nn.Module:
+    return nn.Sequential(
+        ConvNorm(nn.Conv2d(2, 4, 1, bias=False), SeqBatchNorm(4)),
+        LIF(membrane_norm=membrane_norm, num_features=4, backend="fused"),
+    )
+
+
+@pytest.mark.parametrize("membrane_norm", [None, "channel"])
+def test_saved_bytes_match_a_hand_count(bench_memory, membrane_norm):
+    steps, batch, f32 = 2, 3, 4
+    x = torch.randint(0, 2, (steps, batch, 2, 4, 4)).float()  # spikes in float32
+    report, out = bench_memory.account(_tiny(membrane_norm), x)
+    n_in = steps * batch * 2 * 16  # conv input elements
+    n_out = steps * batch * 4 * 16  # conv output = BN input = LIF input elements
+    # conv: its input x; BN: its input and save_mean/save_invstd [4]; LIF: u_pre. The conv
+    # weight, BN weight/running statistics (and MPBN weight/bias) are state, counted apart.
+    saved = n_in * f32 + n_out * f32 + 2 * 4 * f32 + n_out * f32
+    binary = n_in * f32
+    # need: the conv input at 1 B (spikes), BN input, BN statistics, u_pre.
+    need = n_in * 1 + n_out * f32 + 2 * 4 * f32 + n_out * f32
+    if membrane_norm == "channel":
+        # MPBN-LIF also keeps its spikes (the output) and per-step mean/invstd [T, 4, 1, 1]
+        saved += n_out * f32 + 2 * steps * 4 * f32
+        binary += n_out * f32
+        need += 2 * steps * 4 * f32
+    assert report.saved_bytes == saved
+    assert report.binary_float_bytes == binary
+    assert report.need_bytes == need
+    assert report.saved_bytes_if_bool == saved - binary * 3 // 4
+    assert report.state_bytes > 0
+    input_record = report.saved[x.untyped_storage().data_ptr()]
+    assert input_record.binary and input_record.savers == ["0.conv"]
+    out.sum().backward()  # the accounting hooks left the graph usable
