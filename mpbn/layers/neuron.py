@@ -263,6 +263,15 @@ class LIF(nn.Module):
         """Spikes ``[T, B, ...]`` (the input's dtype) for input currents ``x_seq [T, B, ...]``."""
         if x_seq.dim() < 2:
             raise ValueError(f"LIF expects a sequence [T, B, ...], got shape {tuple(x_seq.shape)}")
+        out_dtype = x_seq.dtype
+        if self.membrane_norm is not None and x_seq.dtype != self.membrane_norm.weight.dtype:
+            # Under autocast the currents arrive in bf16/fp16 while MPBN's parameters and
+            # statistics stay float32: run the membrane in float32 (batch statistics need it);
+            # spikes are exactly 0/1 in any dtype, so returning them in the input's is lossless.
+            x_seq = x_seq.to(self.membrane_norm.weight.dtype)
+        return self._forward(x_seq).to(out_dtype)
+
+    def _forward(self, x_seq: Tensor) -> Tensor:
         params = self.params_for(x_seq[0])
         if self.backend != "reference":
             spikes = self._forward_fused(x_seq, params)

@@ -127,3 +127,19 @@ def test_bad_membrane_norm_arguments(kwargs, match):
 def test_create_neuron_refuses_element_without_shape():
     with pytest.raises(ValueError, match="element-wise MPBN needs the per-step feature shape"):
         mpbn.create_neuron(16, membrane_norm="element")
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_mpbn_under_bf16_autocast_runs_the_membrane_in_float32(backend, granularity):
+    torch.manual_seed(0)
+    kw = dict(num_features=3) if granularity == "channel" else dict(feature_shape=(3, 4, 4))
+    lif = mpbn.LIF(membrane_norm=granularity, backend=backend, **kw)
+    x = torch.randn(2, 4, 3, 4, 4).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lif(x)
+    assert out.dtype == torch.bfloat16
+    reference = mpbn.LIF(membrane_norm=granularity, backend="reference", **kw)
+    assert torch.equal(out.float(), reference(x.detach().float()))
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
