@@ -44,7 +44,7 @@ from mpbn.engine.distributed import (
     setup_distributed,
 )
 from mpbn.engine.metrics import MetricsWriter, SpikeRateMeter, git_commit, mean_std
-from mpbn.layers.neuron import LIF
+from mpbn.layers.fold import SpikeMismatch, spike_mismatch
 
 __all__ = [
     "RunOptions", "SeedResult", "TrainingDiverged", "run", "train_seed", "train_one_epoch",
@@ -94,6 +94,7 @@ class SeedResult:
     spike_mismatch: int | None
     train_time: float
     epochs: int
+    spike_mismatch_rate: float | None = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -321,37 +322,17 @@ def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, dist: DistInfo,
             "spike_rate": spike_total / neuron_steps if neuron_steps else 0.0}
 
 
-@torch.no_grad()
 def spike_mismatch_count(reference: nn.Module, candidate: nn.Module, x: Tensor) -> int:
-    """Differing spikes between two models on ``x``, under the same encoder randomness.
-
-    Like :func:`mpbn.spike_mismatch`, but reseeds before each model so Poisson-encoded
-    inputs are identical for both.
-    """
-    records: list[list[Tensor]] = [[], []]
-    for index, model in enumerate((reference, candidate)):
-        handles = [m.register_forward_hook(lambda _m, _i, o, r=records[index]: r.append(o))
-                   for m in model.modules() if isinstance(m, LIF)]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-                torch.manual_seed(EVAL_SEED)
-                model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-            model.train(was_training)
-    if len(records[0]) != len(records[1]):
-        raise ValueError("folded and unfolded models call different numbers of neurons")
-    return int(sum(int((a != b).sum()) for a, b in zip(*records, strict=True)))
+    """Differing spikes between two models on ``x``, under the same encoder randomness."""
+    return spike_mismatch(reference, candidate, x, seed=EVAL_SEED).total_mismatches
 
 
 def fold_and_evaluate(model: nn.Module, test_loader: Any, cfg: TrainConfig,
-                      dist: DistInfo) -> tuple[nn.Module, dict[str, float], int]:
-    """Fold MPBN (and foldable BN) away, evaluate the folded copy, count spike mismatches.
+                      dist: DistInfo) -> tuple[nn.Module, dict[str, float], SpikeMismatch]:
+    """Fold MPBN (and foldable BN) away, evaluate the folded copy, compare their spikes.
 
-    The mismatch is counted on the first test batch (for the demo set: the whole test set).
+    The spikes are compared on the first test batch (for the demo set: the whole test set),
+    under the same encoder randomness.
     """
     from mpbn.layers.fold import fold
 
@@ -368,7 +349,7 @@ def fold_and_evaluate(model: nn.Module, test_loader: Any, cfg: TrainConfig,
             module.process_group = group
     metrics = evaluate(folded, test_loader, cfg, dist, measure_spikes=False)
     x, _ = next(iter(test_loader))
-    mismatch = spike_mismatch_count(model, folded, _prepare_input(x, cfg))
+    mismatch = spike_mismatch(model, folded, _prepare_input(x, cfg), seed=EVAL_SEED)
     return folded, metrics, mismatch
 
 
@@ -498,12 +479,14 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         writer.close()
 
     folded_acc: float | None = None
-    mismatch: int | None = None
+    mismatch: SpikeMismatch | None = None
     if cfg.fold:
         _, folded_metrics, mismatch = fold_and_evaluate(model, test_loader, cfg, dist)
         folded_acc = folded_metrics["test_acc"]
     result = SeedResult(seed=seed, final_test_acc=test_acc, best_test_acc=best_acc,
-                        folded_test_acc=folded_acc, spike_mismatch=mismatch,
+                        folded_test_acc=folded_acc,
+                        spike_mismatch=None if mismatch is None else mismatch.total_mismatches,
+                        spike_mismatch_rate=None if mismatch is None else mismatch.rate,
                         train_time=train_time, epochs=cfg.epochs)
     if primary:
         result_path.write_text(json.dumps(asdict(result), indent=2))
@@ -623,6 +606,7 @@ def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
         "final_test_acc": final, "best_test_acc": [r.best_test_acc for r in results],
         "mean": mean, "std": std, "commit": git_commit(),
         "folded_test_acc": folded, "spike_mismatch": [r.spike_mismatch for r in results],
+        "spike_mismatch_rate": [r.spike_mismatch_rate for r in results],
         "train_time": [r.train_time for r in results],
     }
 

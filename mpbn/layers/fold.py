@@ -115,11 +115,18 @@ def _record_spikes(model: nn.Module) -> tuple[list[tuple[str, Tensor]], list]:
 
 
 @torch.no_grad()
-def spike_mismatch(reference: nn.Module, candidate: nn.Module, *inputs: Tensor) -> SpikeMismatch:
+def spike_mismatch(reference: nn.Module, candidate: nn.Module, *inputs: Tensor,
+                   seed: int | None = None) -> SpikeMismatch:
     """Run both models in eval mode on ``inputs`` and count differing spikes per LIF layer.
 
-    Typical use: ``spike_mismatch(model, mpbn.fold(model), x)``; a correct fold gives zero.
+    Typical use: ``spike_mismatch(model, mpbn.fold(model), x)``; a correct fold gives zero in
+    float64. In float32, folding BN into conv weights rounds differently from conv-then-BN, so a
+    few potentials within rounding of the threshold may flip: read :attr:`SpikeMismatch.rate`.
     Both models must call their neurons in the same order. Training flags are restored.
+
+    Args:
+        seed: If given, the global RNG is reseeded (in a fork) before each model runs, so a
+            random encoder (Poisson) feeds both the same spikes.
     """
     report = SpikeMismatch()
     modes = (reference.training, candidate.training)
@@ -128,8 +135,8 @@ def spike_mismatch(reference: nn.Module, candidate: nn.Module, *inputs: Tensor) 
     try:
         reference.eval()
         candidate.eval()
-        out_ref = reference(*inputs)
-        out_cand = candidate(*inputs)
+        out_ref = _run_seeded(reference, inputs, seed)
+        out_cand = _run_seeded(candidate, inputs, seed)
     finally:
         for handle in h1 + h2:
             handle.remove()
@@ -146,6 +153,15 @@ def spike_mismatch(reference: nn.Module, candidate: nn.Module, *inputs: Tensor) 
     if isinstance(out_ref, Tensor) and isinstance(out_cand, Tensor):
         report.max_output_diff = float((out_ref.double() - out_cand.double()).abs().max())
     return report
+
+
+def _run_seeded(model: nn.Module, inputs: tuple[Tensor, ...], seed: int | None) -> object:
+    if seed is None:
+        return model(*inputs)
+    devices = [x.device for x in inputs if x.device.type == "cuda"][:1]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return model(*inputs)
 
 
 def warn_unfolded(kind: str, names: list[str]) -> None:

@@ -80,3 +80,19 @@ def test_fold_inside_a_module_tree_replaces_every_mpbn_neuron():
     assert any(isinstance(m, mpbn.MembraneBN) for m in model.modules())
     assert mpbn.spike_mismatch(model, folded, x).total_mismatches == 0
     assert model.training  # restored
+
+
+def test_spike_mismatch_seed_feeds_a_random_encoder_the_same_spikes():
+    class PoissonLIF(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = mpbn.LIF()
+
+        def forward(self, x):
+            return self.lif((torch.rand(4, *x.shape) < x).float())
+
+    model = PoissonLIF()
+    x = torch.full((64, 16), 0.5)
+    assert mpbn.spike_mismatch(model, copy.deepcopy(model), x, seed=3).total_mismatches == 0
+    report = mpbn.spike_mismatch(model, copy.deepcopy(model), x)
+    assert report.total_mismatches > 0 and 0 < report.rate < 1
