@@ -16,8 +16,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
+from mpbn.functional.spike_ops import spike_conv, spike_linear, spike_ops_apply
 from mpbn.layers.neuron import LIF, MEMBRANE_NORMS, create_neuron
 from mpbn.layers.norm import NORMS, SeqLayerNorm, SeqNorm, create_norm
 
@@ -53,6 +56,33 @@ def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
     return out
 
 
+class _SpikeInputRoute(TorchFunctionMode):
+    """Within one conv/linear module call, run its op on ``x`` as the bool-saving spike op.
+
+    The module itself is called (not its weights through a function), so its class, state dict
+    and forward hooks (SOP counting in :mod:`mpbn.analysis.spikes`, the memory benchmark's
+    accounting, the NIR exporter's shape probe) are those of a standard layer.
+    """
+
+    _OPS = {F.conv1d: spike_conv, F.conv2d: spike_conv, F.conv3d: spike_conv,
+            F.linear: spike_linear}
+
+    def __init__(self, x: Tensor) -> None:
+        super().__init__()
+        self.x = x
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        op = self._OPS.get(func)
+        # Only the call on x itself (not on a padded copy, padding_mode != "zeros") and with
+        # integer padding (spike_conv has no "same"/"valid").
+        if op is not None and args and args[0] is self.x:
+            padding = kwargs.get("padding", args[4] if len(args) > 4 else 0)
+            if not isinstance(padding, str):
+                return op(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
 class ConvNorm(nn.Module):
     """A conv (or linear) layer followed by its norm, over ``[T, B, ...]`` in one batched call.
 
@@ -62,20 +92,38 @@ class ConvNorm(nn.Module):
     ``norm_follows_conv`` tells :func:`mpbn.layers.fold.fold_norms_into_weights` that ``norm`` acts
     directly on ``conv``'s output, so a norm with shared statistics can be folded into ``conv``
     (the pass replaces ``norm`` by :class:`nn.Identity`).
+
+    Args:
+        conv: The conv or linear layer.
+        norm: Its norm (``None``: identity).
+        spike_input: The input is a LIF's spikes, exactly 0 or 1 (not pooled, not signed
+            Poisson, not an image): ``conv`` then keeps its input for backward as ``torch.bool``
+            (:mod:`mpbn.functional.spike_ops`; same results, a quarter of the float32 bytes).
+            Set by the model builders; not part of the state dict.
     """
 
     norm_follows_conv = True
 
-    def __init__(self, conv: nn.Module, norm: nn.Module | None = None) -> None:
+    def __init__(self, conv: nn.Module, norm: nn.Module | None = None,
+                 spike_input: bool = False) -> None:
         super().__init__()
         if not isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             raise TypeError(f"ConvNorm needs a Conv or Linear layer, got {type(conv).__name__}")
         self.conv = conv
         self.norm = norm if norm is not None else nn.Identity()
+        self.spike_input = bool(spike_input)
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        y = self.conv(x_seq.flatten(0, 1))
+        x = x_seq.flatten(0, 1)
+        if self.spike_input and spike_ops_apply(x, self.conv.weight, self.conv.bias):
+            with _SpikeInputRoute(x):
+                y = self.conv(x)
+        else:
+            y = self.conv(x)
         return self.norm(y.unflatten(0, x_seq.shape[:2]))
+
+    def extra_repr(self) -> str:
+        return "spike_input=True" if self.spike_input else ""
 
     def forward_static(self, x: Tensor, timesteps: int) -> Tensor:
         """Direct encoding: the same image at every step (MPBN Sec. 5), conv computed once.
@@ -162,6 +210,16 @@ class LayerFactories:
     def neuron(self, channels: int, shape: Sequence[int]) -> LIF:
         return create_neuron(channels, feature_shape=tuple(shape),
                              membrane_norm=self.membrane_norm, **self.neuron_kwargs)
+
+    def spike_input(self, after_lif: bool) -> bool:
+        """``ConvNorm(spike_input=...)`` for a layer that reads a LIF's spikes (``after_lif``).
+
+        Not with MPBN: the fused MPBN-LIF keeps its float spikes for its own backward, so the
+        next conv saving that same storage costs nothing, while a bool copy would add a byte
+        per spike (ResNet19, T = 2: 67.6 -> 73.8 MiB saved). Once that neuron keeps bool spikes
+        (or recomputes them), this can return ``after_lif``.
+        """
+        return after_lif and self.membrane_norm is None
 
 
 _NORM_ALIASES = {"baseline": "bn", "batchnorm": "bn", "layernorm": "ln"}

@@ -48,7 +48,9 @@ class SpikingMLP(SpikingNet):
         self.stem = ConvNorm(nn.Linear(in_features, f, bias=bias), layers.norm(f))
         body: list[nn.Module] = [layers.neuron(f, (f,))]
         for g in hidden[1:]:
-            body += [ConvNorm(nn.Linear(f, g, bias=bias), layers.norm(g)), layers.neuron(g, (g,))]
+            body += [ConvNorm(nn.Linear(f, g, bias=bias), layers.norm(g),
+                              spike_input=layers.spike_input(True)),
+                     layers.neuron(g, (g,))]
             f = g
         self.body = nn.Sequential(*body)
         self.num_features = f

@@ -60,22 +60,30 @@ class BasicBlock(nn.Module):
         layers: Norm and neuron factories.
         shortcut: ``"conv"`` (1x1 conv with stride + norm) or ``"avgconv"`` (avg pool with
             stride, then 1x1 conv + norm, as the MPBN ResNet20); used when the shape changes.
+        spike_input: The block's input is a LIF's spikes (the previous block's or the stem's
+            LIF), not average-pooled, and :meth:`LayerFactories.spike_input` allows it: the first
+            conv and a ``"conv"`` shortcut then save it as bool. The second conv reads
+            ``lif1``'s spikes.
     """
 
     def __init__(self, in_channels: int, planes: int, stride: int, in_size: tuple[int, int],
-                 layers: LayerFactories, shortcut: str = "conv") -> None:
+                 layers: LayerFactories, shortcut: str = "conv",
+                 spike_input: bool = False) -> None:
         super().__init__()
         h, w = (conv_out_size(s, 3, stride, 1) for s in in_size)
         self.out_size = (h, w)
         # tdBN scales the two norms whose outputs are summed by 1/sqrt(2) (tdBN Sec. 4.2).
         alpha = tdbn_residual_alpha() if layers.norm_name == "tdbn" else 1.0
-        self.conv1 = ConvNorm(conv3x3(in_channels, planes, stride), layers.norm(planes))
+        self.conv1 = ConvNorm(conv3x3(in_channels, planes, stride), layers.norm(planes),
+                              spike_input=spike_input)
         self.lif1 = layers.neuron(planes, (planes, h, w))
-        self.conv2 = ConvNorm(conv3x3(planes, planes), layers.norm(planes, alpha=alpha))
+        self.conv2 = ConvNorm(conv3x3(planes, planes), layers.norm(planes, alpha=alpha),
+                              spike_input=layers.spike_input(True))
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_channels != planes:
             proj = ConvNorm(nn.Conv2d(in_channels, planes, 1, stride=1 if shortcut == "avgconv"
-                                      else stride, bias=False), layers.norm(planes, alpha=alpha))
+                                      else stride, bias=False), layers.norm(planes, alpha=alpha),
+                            spike_input=spike_input and shortcut == "conv")
             if shortcut == "avgconv":
                 pool = nn.AvgPool2d(stride, stride=stride, ceil_mode=True,
                                     count_include_pad=False)
@@ -117,6 +125,8 @@ class SpikingResNet(SpikingNet):
         super().__init__((in_channels, *input_size), timesteps, encoding)
         h, w = input_size
         body: list[nn.Module] = []
+        # Whether the body's next layer reads a LIF's spikes directly (bool-saving convs).
+        spikes = False
         if stem == "imagenet":
             c = widths[0]
             self.stem = ConvNorm(nn.Conv2d(in_channels, c, 7, stride=2, padding=3, bias=False),
@@ -130,19 +140,24 @@ class SpikingResNet(SpikingNet):
             self.stem = ConvNorm(conv3x3(in_channels, c), layers.norm(c))
             body.append(layers.neuron(c, (c, h, w)))
             for _ in range(2):
-                body += [ConvNorm(conv3x3(c, c), layers.norm(c)), layers.neuron(c, (c, h, w))]
+                body += [ConvNorm(conv3x3(c, c), layers.norm(c),
+                                  spike_input=layers.spike_input(True)),
+                         layers.neuron(c, (c, h, w))]
             body.append(PerStep(nn.AvgPool2d(2)))
             h, w = conv_out_size(h, 2, 2), conv_out_size(w, 2, 2)
         elif stem in ("cifar128", "cifar16"):
             c = widths[0]
             self.stem = ConvNorm(conv3x3(in_channels, c), layers.norm(c))
             body.append(layers.neuron(c, (c, h, w)))
+            spikes = True
         else:
             raise ValueError(f"unknown stem {stem!r}")
         for n_blocks, planes, stride in zip(blocks, widths, strides, strict=True):
             stage = []
             for i in range(n_blocks):
-                block = BasicBlock(c, planes, stride if i == 0 else 1, (h, w), layers, shortcut)
+                block = BasicBlock(c, planes, stride if i == 0 else 1, (h, w), layers, shortcut,
+                                   spike_input=layers.spike_input(spikes))
+                spikes = True  # the block ends in lif2
                 h, w = block.out_size
                 c = planes
                 stage.append(block)

@@ -75,30 +75,39 @@ class SpikingVGG(SpikingNet):
         c = in_channels
         body: list[nn.Module] = []
         stem: ConvNorm | None = None
+        # Whether the next layer reads a LIF's spikes directly (bool-saving convs): not the
+        # stem (image or signed Poisson spikes), not after average pooling.
+        spikes = False
         for v in cfg:
             if v == "A":
                 body.append(PerStep(nn.AvgPool2d(2)))
                 h, w = conv_out_size(h, 2, 2), conv_out_size(w, 2, 2)
+                spikes = False
             elif v == "G":
                 body.append(PerStep(nn.AdaptiveAvgPool2d(1)))
                 h, w = 1, 1
+                spikes = False
             else:
-                conv = ConvNorm(nn.Conv2d(c, int(v), 3, padding=1, bias=bias), layers.norm(int(v)))
+                conv = ConvNorm(nn.Conv2d(c, int(v), 3, padding=1, bias=bias), layers.norm(int(v)),
+                                spike_input=layers.spike_input(spikes))
                 c = int(v)
                 if stem is None:
                     stem = conv  # the first conv + norm + LIF is the encoder (MPBN Sec. 5)
                 else:
                     body.append(conv)
                 body.append(layers.neuron(c, (c, h, w)))
+                spikes = True
         assert stem is not None
         self.stem = stem
         features = c * h * w if head == "flatten" else c
         if hidden:
             body.append(PerStep(nn.Flatten()))
             for f in hidden:
-                body += [ConvNorm(nn.Linear(features, f, bias=bias), layers.norm(f)),
+                body += [ConvNorm(nn.Linear(features, f, bias=bias), layers.norm(f),
+                                  spike_input=layers.spike_input(spikes)),  # flatten: still 0/1
                          layers.neuron(f, (f,))]
                 features = f
+                spikes = True
             head = "flatten"
         self.body = nn.Sequential(*body)
         self.num_features = features
