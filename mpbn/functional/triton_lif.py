@@ -199,16 +199,21 @@ def _layout_and_params(step, v_th, amount, scale, shift):
     return inner, num, arrays
 
 
+def _eval_affine(norm: bool, weight, bias, mean_eval, invstd_eval):
+    """Eval-mode MPBN as ``v = u_pre * scale + shift``, or ``(None, None)`` without MPBN."""
+    if not norm:
+        return None, None
+    scale = weight * invstd_eval
+    return scale, bias - mean_eval * scale
+
+
 def forward(c_seq: Tensor, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save: bool):
     """Spikes and ``u_pre`` (``None`` unless ``save``) of the LIF / eval MPBN-LIF over time."""
     c_seq = c_seq.contiguous()
     steps, step = c_seq.shape[0], c_seq[0]
     numel = step.numel()
     norm = cfg.norm == "eval"
-    scale = shift = None
-    if norm:
-        scale = weight * invstd_eval
-        shift = bias - mean_eval * scale
+    scale, shift = _eval_affine(norm, weight, bias, mean_eval, invstd_eval)
     inner, num, (scale_a, shift_a, v_th_a, amount_a) = _layout_and_params(
         step, v_th, amount, scale, shift)
     spikes = torch.empty_like(c_seq)
@@ -228,10 +233,7 @@ def backward(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, weight, bias,
     steps, step = u_pre_seq.shape[0], u_pre_seq[0]
     numel = step.numel()
     norm = cfg.norm == "eval"
-    scale = shift = None
-    if norm:
-        scale = weight * invstd_eval
-        shift = bias - mean_eval * scale
+    scale, shift = _eval_affine(norm, weight, bias, mean_eval, invstd_eval)
     inner, num, (scale_a, shift_a, v_th_a, amount_a) = _layout_and_params(
         step, v_th, amount, scale, shift)
     grad_c = torch.empty_like(u_pre_seq)
