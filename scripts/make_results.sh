@@ -13,6 +13,9 @@ report() {  # report NAME RUN... -- extra options
   [ $# -gt 0 ] && shift
   if [ ${#dirs[@]} -eq 0 ]; then echo "skip $name (no finished runs)"; return; fi
   mpbn report "${dirs[@]}" -o "$out/$name" --n-samples 512 --n-points 21 "$@"
+  # The pages embed the PNGs; the SVG copies (several MB for per-neuron histograms) stay out
+  # of the repository. Run `mpbn report` yourself for vector plots.
+  find "$out/$name" -name '*.svg' -delete
 }
 report mpbn-t1 cifar10-r20narrow-t1-baseline cifar10-r20narrow-t1-mpbn-channel \
   cifar10-r20narrow-t1-mpbn-element -- --skip robustness
