@@ -98,8 +98,17 @@ def cleanup_distributed(synchronize: bool = True) -> None:
 
 def all_reduce_sum(t: Tensor, group: object | None = None) -> Tensor:
     """Sum ``t`` over the group in place (a no-op without a process group); returns ``t``."""
+    return _all_reduce(t, dist.ReduceOp.SUM, group)
+
+
+def all_reduce_max(t: Tensor, group: object | None = None) -> Tensor:
+    """Maximum of ``t`` over the group in place (a no-op without a process group)."""
+    return _all_reduce(t, dist.ReduceOp.MAX, group)
+
+
+def _all_reduce(t: Tensor, op: object, group: object | None) -> Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+        dist.all_reduce(t, op=op, group=group)
     return t
 
 

@@ -38,6 +38,7 @@ from mpbn.engine.checkpoint import (
 from mpbn.engine.config import ConfigError, TrainConfig, config_diff
 from mpbn.engine.distributed import (
     DistInfo,
+    all_reduce_max,
     all_reduce_sum,
     cleanup_distributed,
     convert_sync_norms,
@@ -271,10 +272,9 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
 
 
 def _raise_if_diverged(first_bad: Tensor, epoch: int, epoch_start_step: int) -> None:
-    flag = first_bad.clone()
-    # Any rank's NaN stops every rank (the gradients are averaged anyway).
-    flag = torch.where(flag < 0, torch.zeros_like(flag), flag)
-    all_reduce_sum(flag)
+    # Any rank's NaN stops every rank (the gradients are averaged anyway). The maximum keeps
+    # a real step number when several ranks diverge (a sum would not), -1 when none did.
+    flag = all_reduce_max(first_bad.clone())
     step = int(flag)
     if step > 0:
         raise TrainingDiverged(
