@@ -51,7 +51,6 @@ __all__ = [
     "RunOptions", "SeedResult", "TrainingDiverged", "run", "train_seed", "train_one_epoch",
     "evaluate", "build_model", "build_loaders", "build_optimizer", "build_scheduler",
     "param_groups", "fold_and_evaluate", "check_names", "load_model_from_checkpoint",
-    "spike_mismatch_count",
 ]
 
 EVAL_SEED = 12345  # Poisson encoding draws from this fixed stream in evaluation: repeatable
@@ -320,11 +319,6 @@ def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, dist: DistInfo,
     model.train(was_training)
     return {"test_loss": loss_total / max(n, 1), "test_acc": correct_total / max(n, 1),
             "spike_rate": spike_total / neuron_steps if neuron_steps else 0.0}
-
-
-def spike_mismatch_count(reference: nn.Module, candidate: nn.Module, x: Tensor) -> int:
-    """Differing spikes between two models on ``x``, under the same encoder randomness."""
-    return spike_mismatch(reference, candidate, x, seed=EVAL_SEED).total_mismatches
 
 
 def fold_and_evaluate(model: nn.Module, test_loader: Any, cfg: TrainConfig,
