@@ -3,14 +3,22 @@
 # Usage: scripts/reproduce_reduced.sh DATA_ROOT [OUT_DIR]
 #   DATA_ROOT holds cifar-10-batches-py/ (or the .tar.gz); OUT_DIR defaults to runs/reduced.
 #   T1_SEEDS / T2_SEEDS (default 3) set the seeds of the T = 1 and T = 2 ablations.
-# Finished presets (OUT_DIR/PRESET/summary.json present) are skipped, so the script resumes.
+# Finished presets (OUT_DIR/PRESET/summary.json with as many seeds as asked) are skipped; a run
+# with fewer seeds, or one that was interrupted, is resumed (finished seeds are reused).
 set -euo pipefail
 data=${1:?usage: scripts/reproduce_reduced.sh DATA_ROOT [OUT_DIR]}
 out=${2:-runs/reduced}
 mkdir -p "$out"
 run() {  # run PRESET SEEDS
-  if [ -f "$out/$1/summary.json" ]; then echo "skip $1 (done)"; return; fi
-  mpbn train "$1" --data-root "$data" --seeds "$2" --out "$out/$1" --quiet --force
+  local summary="$out/$1/summary.json"
+  if [ -f "$summary" ] && python3 -c 'import json,sys; sys.exit(len(json.load(open(sys.argv[1]))["seeds"]) < int(sys.argv[2]))' "$summary" "$2"; then
+    echo "skip $1 (done)"; return
+  fi
+  if [ -f "$out/$1/config.json" ]; then
+    mpbn train "$1" --data-root "$data" --seeds "$2" --out "$out/$1" --quiet --resume
+  else
+    mpbn train "$1" --data-root "$data" --seeds "$2" --out "$out/$1" --quiet --force
+  fi
 }
 for variant in baseline mpbn-channel mpbn-element; do
   run "cifar10-r20narrow-t1-$variant" "${T1_SEEDS:-3}"

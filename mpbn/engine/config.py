@@ -190,8 +190,11 @@ class TrainConfig:
 
 
 #: Fields that say how a run executes, not what it computes: they may change on --resume.
+#: ``seeds`` is one of them because each seed is an independent run: ``--resume --seeds 3``
+#: on a finished one-seed run trains seeds 1 and 2 and reuses seed 0.
 RUNTIME_FIELDS = frozenset({"device", "num_workers", "log_interval", "compile", "data_root",
-                            "download", "eval_batch_size", "description", "epochs_this_run"})
+                            "download", "eval_batch_size", "description", "epochs_this_run",
+                            "seeds"})
 
 
 def _field_types() -> dict[str, Any]:

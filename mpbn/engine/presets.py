@@ -124,7 +124,7 @@ def _reduced_presets() -> None:
         _add(f"bntt-vs-bn-poisson-{norm}",
              f"reduced BNTT vs BN on CPU: VGG9 (width/4) norm={norm}, Poisson T=8, "
              "CIFAR-10 5k subset",
-             BNTT_RECIPE, model="vgg9", dataset="cifar10", timesteps=8, norm=norm, epochs=6,
+             BNTT_RECIPE, model="vgg9", dataset="cifar10", timesteps=8, norm=norm, epochs=15,
              train_subset=5000, test_subset=1000, model_kwargs={"width": 16})
 
 

@@ -507,6 +507,8 @@ def prepare_run_dir(cfg: TrainConfig, options: RunOptions, dist: DistInfo) -> Pa
         if diff:
             raise ConfigError(f"cannot resume {run_dir} with a changed config "
                               f"({'; '.join(diff)}); start a new run with a new --out")
+        if dist.is_primary:  # runtime fields (e.g. more seeds) may have changed
+            config_path.write_text(cfg.to_json() + "\n")
         return run_dir
     occupied = run_dir.exists() and any(run_dir.iterdir())
     if dist.enabled:

@@ -81,6 +81,19 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_
     assert [json.loads(x)["epoch"] for x in metrics] == [1, 2]
 
 
+def test_resume_with_more_seeds_adds_them_and_reuses_the_finished_ones(tmp_path, tiny_config):
+    one = dataclasses.replace(tiny_config, epochs=1, seeds=1)
+    first = run(one, RunOptions(out=tmp_path, quiet=True))
+    seed0 = (tmp_path / "seed_0/result.json").read_text()
+    more = run(dataclasses.replace(one, seeds=2), RunOptions(out=tmp_path, quiet=True,
+                                                             resume=True))
+    assert more["seeds"] == [0, 1]
+    assert more["final_test_acc"][0] == first["final_test_acc"][0]
+    assert (tmp_path / "seed_0/result.json").read_text() == seed0
+    assert json.loads((tmp_path / "summary.json").read_text())["seeds"] == [0, 1]
+    assert json.loads((tmp_path / "config.json").read_text())["seeds"] == 2
+
+
 def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_config):
     run(tiny_config, RunOptions(out=tmp_path, quiet=True, stop_after=1))
     changed = dataclasses.replace(tiny_config, lr=0.05)
