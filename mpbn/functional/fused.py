@@ -215,12 +215,13 @@ def _forward_steps(
     invstd_eval: Tensor | None,
     cfg: _Config,
     save: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Forward over time. Returns ``(spikes, u_pre_seq, means, variances)``.
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """Forward over time. Returns ``(spikes, u_pre_seq, fired, means, variances)``.
 
     ``means``/``variances`` (the per-step batch mean and *unbiased* variance, as BN's running
     statistics track them) are ``[T, F]`` in training MPBN, else ``None``; ``u_pre_seq`` is
-    ``None`` unless ``save``.
+    ``None`` unless ``save``. ``fired`` is a uint8 copy of the spikes for the backward of an
+    MPBN neuron with hard reset (see :func:`_saves_fired`), else ``None``.
 
     Eagerly, every op writes its result straight into the output buffers (``out=``): one pass
     per op and no final ``stack`` copy. Under ``torch.compile`` the same ops run functionally
@@ -230,8 +231,12 @@ def _forward_steps(
     eager = not torch.compiler.is_compiling()
     spike_buf = torch.empty_like(c_seq) if eager else None
     u_pre_buf = torch.empty_like(c_seq) if eager and save else None
+    keep_fired = save and _saves_fired(cfg)
+    fired_buf = torch.empty(c_seq.shape, dtype=torch.uint8, device=c_seq.device) if (
+        eager and keep_fired) else None
     spikes: list[Tensor] = []
     u_pres: list[Tensor] = []
+    fireds: list[Tensor] = []
     means: list[Tensor] = []
     variances: list[Tensor] = []
     if cfg.norm == "eval":
@@ -280,14 +285,18 @@ def _forward_steps(
         spikes.append(o)
         if save:
             u_pres.append(u_pre)
+        if keep_fired:
+            fireds.append(o.to(torch.uint8) if fired_buf is None else fired_buf[t].copy_(o))
     if eager:
-        spikes_seq, u_pre_seq = spike_buf, u_pre_buf
+        spikes_seq, u_pre_seq, fired_seq = spike_buf, u_pre_buf, fired_buf
     else:
         spikes_seq = torch.stack(spikes)
         u_pre_seq = torch.stack(u_pres) if save else None
+        fired_seq = torch.stack(fireds) if keep_fired else None
     return (
         spikes_seq,
         u_pre_seq,
+        fired_seq,
         torch.stack(means) if means else None,
         torch.stack(variances) if variances else None,
     )
@@ -308,8 +317,8 @@ def _backward_steps(
     """BPTT over time (module docstring). Returns ``(grad_c, grad_weight, grad_bias)``.
 
     ``means``/``invstds`` are ``[T, ...]`` per-step statistics in training and the running
-    statistics shaped for one step (no ``T``) in evaluation. ``spikes`` may be ``None``
-    (recomputed from ``u_pre``; exact without MPBN, where ``v = u_pre``).
+    statistics shaped for one step (no ``T``) in evaluation. ``spikes`` (uint8 or float) may be
+    ``None``: recomputed from ``u_pre``, which is exact without MPBN (``v = u_pre``).
     """
     steps = u_pre_seq.shape[0]
     eager = not torch.compiler.is_compiling()
@@ -333,7 +342,6 @@ def _backward_steps(
             scale = weight * invstd
             # (per-feature constants folded first: a broadcast addcmul is slow on CPU)
             x = (u_pre * scale).add_(bias - mean * scale - v_th)
-        fired = _step(x) if spikes is None else spikes[t]
         g_v = _surrogate_grad(cfg.surrogate, x, v_th, cfg.alpha)
         if g_u is not None and not cfg.detach_reset:
             # dL/do[t] = grad + g_u * du/do, du/do = -u_pre (hard) or -reset_amount (soft)
@@ -345,6 +353,7 @@ def _backward_steps(
         else:
             g_v.mul_(grad_spikes[t])
         if g_u is not None and cfg.hard:
+            fired = _step(x) if spikes is None else spikes[t]
             g_u = g_u.addcmul_(g_u, fired, value=-1)  # du/du_pre = 1 - o: g_u - g_u * o
         if cfg.norm is None:
             g_pre = g_v if g_u is None else torch.add(g_v, g_u, out=out)
@@ -400,6 +409,18 @@ def _run_steps(name: str, backend: str, *args):
     return eager_fn(*args)
 
 
+def _saves_fired(cfg: _Config) -> bool:
+    """Whether backward reads the forward's spikes rather than recomputing them from ``u_pre``.
+
+    Only a hard reset needs them (``du/du_pre = 1 - o``). Without MPBN they are recomputed
+    exactly (``v = u_pre``); with MPBN, backward's ``scale * u_pre + shift`` may round differently
+    from forward's ``F.batch_norm``, so a potential within an ulp of ``V_th`` could flip: they are
+    saved, as uint8 (1 B per element; ``addcmul`` reads it as fast as float, a bool mask is
+    several times slower on CPU).
+    """
+    return cfg.hard and cfg.norm is not None
+
+
 def _use_triton(c_seq: Tensor, cfg: _Config) -> bool:
     if not c_seq.is_cuda or cfg.norm == "train":
         return False
@@ -411,8 +432,9 @@ def _use_triton(c_seq: Tensor, cfg: _Config) -> bool:
 class FusedLIF(torch.autograd.Function):
     """The whole LIF / MPBN-LIF sequence as one autograd node (see the module docstring).
 
-    Saved for backward: ``u_pre [T, B, ...]`` in the input dtype, with MPBN also the spikes (the
-    tensor returned, so no extra memory) and ``[T, F]`` statistics.
+    Saved for backward: ``u_pre [T, B, ...]`` in the input dtype; with MPBN also ``[T, F]``
+    statistics and, for a hard reset, the spikes as uint8 (:func:`_saves_fired`). The float spikes
+    returned are not kept: the next layer saves them as it needs (bool, in the model zoo).
     """
 
     @staticmethod
@@ -444,9 +466,9 @@ class FusedLIF(torch.autograd.Function):
 
             spikes, u_pre_seq = triton_lif.forward(
                 c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)
-            means = variances = None
+            fired = means = variances = None  # the kernel recomputes spikes exactly
         else:
-            spikes, u_pre_seq, means, variances = _run_steps(
+            spikes, u_pre_seq, fired, means, variances = _run_steps(
                 "forward", backend, c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval,
                 cfg, save)
         if cfg.norm == "train":
@@ -459,9 +481,7 @@ class FusedLIF(torch.autograd.Function):
             invstds = torch.rsqrt(variances * ((count - 1) / count) + cfg.eps).view(stat_shape)
             means = means.view(stat_shape)
         if save:
-            tensors = [u_pre_seq]
-            # Triton recomputes spikes from u_pre; the torch code reads the MPBN ones back.
-            tensors.append(spikes if cfg.norm is not None and backend != "triton" else None)
+            tensors = [u_pre_seq, fired]
             if cfg.norm == "train":
                 tensors += [means, invstds]
             elif cfg.norm == "eval":

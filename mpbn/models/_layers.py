@@ -214,12 +214,10 @@ class LayerFactories:
     def spike_input(self, after_lif: bool) -> bool:
         """``ConvNorm(spike_input=...)`` for a layer that reads a LIF's spikes (``after_lif``).
 
-        Not with MPBN: the fused MPBN-LIF keeps its float spikes for its own backward, so the
-        next conv saving that same storage costs nothing, while a bool copy would add a byte
-        per spike (ResNet19, T = 2: 67.6 -> 73.8 MiB saved). Once that neuron keeps bool spikes
-        (or recomputes them), this can return ``after_lif``.
+        The fused neuron (plain or MPBN) does not keep its float spikes for backward, so the conv
+        that reads them keeps them as bool, a quarter of float32.
         """
-        return after_lif and self.membrane_norm is None
+        return after_lif
 
 
 _NORM_ALIASES = {"baseline": "bn", "batchnorm": "bn", "layernorm": "ln"}

@@ -121,7 +121,8 @@ def test_auto_falls_back_where_fused_does_not_apply() -> None:
 
 
 def test_saves_only_the_potential() -> None:
-    """Plain LIF saves one float tensor; MPBN adds the returned spikes and [T, F] statistics."""
+    """Plain LIF saves one float tensor; MPBN adds [T, F] statistics and, for a hard reset, the
+    spikes as uint8 (never the float spikes it returns); soft reset needs no spikes."""
     x = torch.randn(4, *SHAPE, requires_grad=True)
     saved: list[torch.Tensor] = []
 
@@ -136,10 +137,15 @@ def test_saves_only_the_potential() -> None:
     mbn = LIF(membrane_norm="channel", num_features=SHAPE[1]).membrane_norm
     norm = fused.MembraneNormArgs("channel", mbn.weight, mbn.bias, mbn.running_mean,
                                   mbn.running_var)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fused.lif_fused(x, norm=norm, backend="eager")
-    big = [t for t in saved if t.numel() == x.numel()]
-    assert len(big) == 2 and any(t.data_ptr() == out.data_ptr() for t in big)
+    for backend in ("eager", "compiled"):
+        for reset, dtypes in (("hard", [x.dtype, torch.uint8]), ("soft", [x.dtype])):
+            saved.clear()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                out = fused.lif_fused(x, norm=norm, reset=reset, backend=backend)
+            big = [t for t in saved if t.numel() == x.numel()]
+            assert [t.dtype for t in big] == dtypes, (backend, reset)
+            assert all(t.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
+                       for t in big)
 
 
 def test_compiled_matches_eager() -> None:

@@ -194,10 +194,12 @@ def _flagged(model: nn.Module) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, ConvNorm) and m.spike_input}
 
 
-def test_no_flags_with_mpbn():
-    """The fused MPBN-LIF keeps its float spikes anyway: a bool copy would only add bytes."""
+def test_same_flags_with_and_without_mpbn():
+    """The fused MPBN-LIF keeps no float spikes, so convs after it save bool spikes too."""
     assert _flagged(small_model("resnet20_narrow"))
-    assert not _flagged(small_model("resnet20_narrow", mpbn="channel"))
+    for mpbn in ("channel", "element"):
+        assert _flagged(small_model("resnet20_narrow", mpbn=mpbn)) == _flagged(
+            small_model("resnet20_narrow"))
 
 
 @pytest.mark.parametrize("name", ["resnet20_narrow", "vgg16", "fc_smnist"])
