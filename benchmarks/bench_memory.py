@@ -25,11 +25,16 @@ whose values are all 0 or 1 (spikes stored as float32 where bool would do) are f
 On CUDA the script also runs a whole training step and reports
 ``torch.cuda.max_memory_allocated`` above the memory held before the step.
 
+``--checkpointing`` adds a second table: the peak tensor memory of a whole training step
+(forward and backward; ``torch.distributed._tools.mem_tracker.MemTracker``, which counts CPU
+tensors too) with activation checkpointing off and on (``set_grad_checkpointing(every=N)``).
+
 Usage::
 
     python benchmarks/bench_memory.py                       # ResNet19, B = 2, T = 1 2 4
     python benchmarks/bench_memory.py --width 32 --batch 4 --threads 1
     python benchmarks/bench_memory.py --verbose             # every saved tensor, by layer
+    python benchmarks/bench_memory.py --checkpointing 1 2   # peak of a step, checkpointing
 """
 
 from __future__ import annotations
@@ -228,6 +233,46 @@ def cuda_step_peak(model: nn.Module, x: Tensor, labels: Tensor) -> int:
     return torch.cuda.max_memory_allocated() - before
 
 
+def step_peak(model: nn.Module, x: Tensor) -> dict[str, int]:
+    """Peak bytes of tensors alive during one forward + backward, by kind (MemTracker)."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(model)
+    with tracker:
+        model(x).float().square().mean().backward()
+    peak = tracker.get_tracker_snapshot("peak")[x.device]
+    model.zero_grad(set_to_none=True)
+    return {str(getattr(k, "name", k)).lower(): v for k, v in peak.items()}
+
+
+def checkpointing_table(args: argparse.Namespace, device: torch.device,
+                        extra: dict[str, object]) -> list[dict[str, object]]:
+    """Peak of a training step with checkpointing off (0) and every ``N`` units per segment."""
+    settings = [0, *args.checkpointing]
+    print("\npeak MiB of one training step (forward + backward, tensors alive; MemTracker), "
+          "fused neuron, checkpointing every N units (0: off)")
+    print(f"{'mpbn':8} {'T':>3} " + " ".join(f"{f'N={n}':>9}" for n in settings)
+          + "   best / N=0")
+    rows = []
+    for mode in args.mpbn:
+        for steps in args.timesteps:
+            peaks = {}
+            for every in settings:
+                torch.manual_seed(0)
+                model = create(args.model, timesteps=steps, mpbn=mode, backend="fused",
+                               norm=args.norm, **extra).to(device).train()
+                model.set_grad_checkpointing(every > 0, every=max(every, 1))
+                x = torch.rand(args.batch, *model.input_shape, device=device)
+                peaks[every] = step_peak(model, x)
+            rows.append({"mpbn": mode, "T": steps, "peaks": peaks})
+            best = min(peaks[n]["total"] for n in settings)
+            print(f"{mode:8} {steps:>3} " + " ".join(
+                f"{peaks[n]['total'] / MIB:>9.2f}" for n in settings)
+                + f"   {best / peaks[0]['total']:.2f}x")
+    return rows
+
+
 def _print_saved(report: MemoryReport) -> None:
     for s in sorted(report.saved.values(), key=lambda s: -s.nbytes):
         flag = "  binary float" if s.binary and s.dtype.itemsize > 1 else ""
@@ -249,6 +294,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=["fused", "reference", "auto"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--verbose", action="store_true", help="list every saved tensor")
+    parser.add_argument("--checkpointing", type=int, nargs="*", default=None, metavar="N",
+                        help="add the step-peak table with grad checkpointing every N units")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
@@ -306,6 +353,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     print("\nsaved/need: measured over the lower bound; if bool: the same had every binary "
           "float tensor (spikes) been stored as bool; state: parameters/buffers autograd also "
           "saved (not counted in 'saved')")
+    if args.checkpointing:
+        rows += checkpointing_table(args, device, extra)
     return rows
 
 

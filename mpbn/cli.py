@@ -35,6 +35,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--device", "device", str, "auto, cpu, cuda, cuda:N"),
     ("--train-subset", "train_subset", int, "train on a stratified subset of this size"),
     ("--test-subset", "test_subset", int, "test on a stratified subset of this size"),
+    ("--grad-checkpointing", "grad_checkpointing", int,
+     "recompute the body in backward, N blocks per segment (0: off; saves memory at long T)"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
     ("--amp", "amp", "bf16 autocast (CUDA)"),

@@ -71,6 +71,9 @@ class TrainConfig:
         amp: bf16 autocast (CUDA only; ignored with a note on CPU).
         compile: ``torch.compile`` the model.
         channels_last: Channels-last memory format for conv weights and inputs (CUDA).
+        grad_checkpointing: Recompute the body in backward, this many units (residual blocks
+            or ``conv-norm-LIF`` layers) per checkpointed segment; 0 keeps every activation.
+            Same gradients, about half the memory, one more forward per step (long ``T``).
         sync_norm: Synchronize norm and MPBN statistics over ranks (DDP).
         num_workers: Loader workers for image-folder datasets.
         log_interval: Steps between progress-bar updates (the only per-step host syncs).
@@ -120,6 +123,7 @@ class TrainConfig:
     amp: bool = False
     compile: bool = False
     channels_last: bool = False
+    grad_checkpointing: int = 0
     sync_norm: bool = False
     num_workers: int = 4
     log_interval: int = 20
@@ -139,6 +143,8 @@ class TrainConfig:
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}"),
+            (self.grad_checkpointing >= 0, "grad_checkpointing must be >= 0 (units per "
+             f"checkpointed segment, 0: off), got {self.grad_checkpointing}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (0 < self.decay <= 1, f"decay must be in (0, 1], got {self.decay}"),
             (self.v_threshold > 0, f"v_threshold must be > 0, got {self.v_threshold}"),
@@ -193,6 +199,7 @@ class TrainConfig:
 #: ``seeds`` is one of them because each seed is an independent run: ``--resume --seeds 3``
 #: on a finished one-seed run trains seeds 1 and 2 and reuses seed 0.
 RUNTIME_FIELDS = frozenset({"device", "num_workers", "log_interval", "compile", "data_root",
+                            "grad_checkpointing",
                             "download", "eval_batch_size", "description", "epochs_this_run",
                             "seeds"})
 

@@ -136,7 +136,12 @@ def build_model(cfg: TrainConfig, info: Any) -> nn.Module:
     if len(shape) == 3:
         kwargs["input_size"] = shape[1:]
     kwargs.update(cfg.model_kwargs)
-    return models.create(cfg.model, **kwargs)
+    model = models.create(cfg.model, **kwargs)
+    if cfg.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ConfigError(f"model {cfg.model!r} does not support grad_checkpointing")
+        model.set_grad_checkpointing(every=cfg.grad_checkpointing)
+    return model
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_params: str) -> list[dict]:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
@@ -23,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 from mpbn.functional.spike_ops import spike_conv, spike_linear, spike_ops_apply
 from mpbn.layers.neuron import LIF, MEMBRANE_NORMS, create_neuron
 from mpbn.layers.norm import NORMS, SeqLayerNorm, SeqNorm, create_norm
+from mpbn.models._checkpoint import body_units, run_checkpointed
 
 __all__ = [
     "ConvNorm",
@@ -287,6 +289,20 @@ class SpikingNet(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.timesteps = int(timesteps)
         self.encoding = encoding
+        self.grad_checkpointing = 0  # units per checkpointed segment; 0: off
+
+    def set_grad_checkpointing(self, enable: bool = True, every: int = 1) -> None:
+        """Recompute the body in backward instead of keeping its activations (timm's API name).
+
+        The body is split into units that end in spikes (a residual block, or a
+        ``conv-norm-LIF``) and every ``every`` units form a segment whose input alone is kept
+        over all ``T`` (:mod:`mpbn.models._checkpoint`). Gradients and running statistics are
+        those of the plain forward; a step costs one more forward of the body. Only in training
+        with gradients enabled; evaluation is unchanged.
+        """
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1 (units per checkpointed segment), got {every}")
+        self.grad_checkpointing = int(every) if enable else 0
 
     def encode(self, x: Tensor) -> Tensor:
         """The stem's output currents ``[T, B, ...]`` for a static batch or a sequence.
@@ -314,7 +330,10 @@ class SpikingNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Spiking features ``[T, B, ...]`` before the classifier."""
-        return self.body(self.encode(x))
+        x = self.encode(x)
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return run_checkpointed(body_units(self.body), x, self.grad_checkpointing)
+        return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, num_classes]`` for ``x`` ``[B, *input_shape]`` or ``[T, B, ...]``."""

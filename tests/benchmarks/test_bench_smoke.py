@@ -97,6 +97,15 @@ def test_memory_main_runs_on_a_tiny_config(bench_memory, capsys):
         assert s3 - s2 == s2 - s1
 
 
+def test_memory_checkpointing_table_runs(bench_memory, capsys):
+    pytest.importorskip("torch.distributed._tools.mem_tracker")
+    rows = bench_memory.main([*TINY, "--timesteps", "2", "--mpbn", "channel", "--backends",
+                              "fused", "--checkpointing", "1"])
+    assert "checkpointing every N units" in capsys.readouterr().out
+    peaks = rows[-1]["peaks"]
+    assert set(peaks) == {0, 1} and all(p["total"] > 0 for p in peaks.values())
+
+
 def _tiny(membrane_norm: str | None) -> nn.Module:
     return nn.Sequential(
         ConvNorm(nn.Conv2d(2, 4, 1, bias=False), SeqBatchNorm(4)),

@@ -94,6 +94,19 @@ def test_resume_with_more_seeds_adds_them_and_reuses_the_finished_ones(tmp_path,
     assert json.loads((tmp_path / "config.json").read_text())["seeds"] == 2
 
 
+def test_grad_checkpointing_trains_to_the_same_weights(tmp_path, tiny_config):
+    """The recompute changes memory, not the run: same weights and running statistics."""
+    cfg = dataclasses.replace(tiny_config, epochs=1, mpbn="channel")
+    run(cfg, RunOptions(out=tmp_path / "a", quiet=True))
+    run(dataclasses.replace(cfg, grad_checkpointing=1), RunOptions(out=tmp_path / "b",
+                                                                   quiet=True))
+    a, b = _state(tmp_path / "a/seed_0/last.pt"), _state(tmp_path / "b/seed_0/last.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], msg=key)
+    with pytest.raises(ConfigError, match="grad_checkpointing must be >= 0"):
+        dataclasses.replace(cfg, grad_checkpointing=-1).validate()
+
+
 def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_config):
     run(tiny_config, RunOptions(out=tmp_path, quiet=True, stop_after=1))
     changed = dataclasses.replace(tiny_config, lr=0.05)
