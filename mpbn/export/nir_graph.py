@@ -22,13 +22,18 @@ passed to :func:`simulate_nir`), integrate before thresholding, and fire on ``v 
 Not expressible in NIR (the exporter stops with a one-line error naming the layer):
 
 - an unfolded MPBN neuron (call :func:`mpbn.fold` first: MPBN folds into the threshold);
-- a neuron with a negative folded MPBN scale (fires *below* its threshold, ``threshold_sign``);
 - soft reset (subtract the threshold; NIR resets to ``v_reset``), i.e. BNTT-style neurons;
 - any norm left after folding: BNTT and TEBN (per-step parameters), LayerNorm (per-sample
   statistics), and a BN that does not directly follow a conv/linear layer (e.g. average pooling
   followed by BN): NIR has no normalization node;
 - padded average pooling (the ImageNet ResNets' 3x3/2 stem pooling: NIR does not say whether
   padding counts in the average) and ceil-mode pooling whose windows do not tile the input.
+
+A folded neuron with a negative MPBN scale fires *below* its threshold (``threshold_sign = -1``:
+``u < V~``). It exports exactly as the same LIF on the negated potential: ``r`` and
+``v_threshold`` are multiplied by the sign per element, so NIR's ``v = -u`` (reset to 0 is the
+same for both) fires where ``-u > -V~``. Negation is exact in floating point, so the spikes do
+not change.
 
 Residual blocks export as a graph: the second conv and the shortcut both feed the block's second
 LIF, and NIR sums a node's inputs, which is the residual addition.
@@ -97,26 +102,27 @@ def _neuron_node(name: str, lif: LIF, shape: tuple, dt: float) -> Any:
         raise NIRExportError(
             f"layer '{name}': unfolded MPBN cannot be expressed in NIR; export mpbn.fold(model)"
         )
-    if lif.threshold_sign is not None:
-        raise NIRExportError(
-            f"layer '{name}': a negative folded MPBN scale makes neurons fire below their "
-            "threshold, which NIR's LIF cannot express"
-        )
     if lif.reset != "hard":
         raise NIRExportError(
             f"layer '{name}': soft reset (subtract the threshold) cannot be expressed in NIR, "
             "whose neurons reset to v_reset"
         )
     ones = np.ones(shape)
-    v_th = lif.v_threshold
-    if isinstance(v_th, Tensor) and v_th.dim() == 1 and len(shape) > 1:
-        v_th = v_th.view(-1, *([1] * (len(shape) - 1)))  # per-channel -> per-element
-    threshold = _np(v_th) * ones
+    # sign = -1 (fire below V~) runs the neuron on -u: r and the threshold flip (module docs).
+    sign = _per_element(lif.threshold_sign, shape) if lif.threshold_sign is not None else ones
+    threshold = sign * _per_element(lif.v_threshold, shape)
     if lif.decay >= 1.0:
-        return nir.IF(r=ones / dt, v_threshold=threshold, v_reset=0 * ones)
+        return nir.IF(r=sign / dt, v_threshold=threshold, v_reset=0 * ones)
     leak = 1.0 - lif.decay
-    return nir.LIF(tau=ones * (dt / leak), r=ones / leak, v_leak=0 * ones,
+    return nir.LIF(tau=ones * (dt / leak), r=sign / leak, v_leak=0 * ones,
                    v_threshold=threshold, v_reset=0 * ones)
+
+
+def _per_element(value: Tensor | float, shape: tuple) -> np.ndarray:
+    """A scalar, per-channel ``[C]`` or per-element neuron parameter as an array of ``shape``."""
+    if isinstance(value, Tensor) and value.dim() == 1 and len(shape) > 1:
+        value = value.view(-1, *([1] * (len(shape) - 1)))
+    return _np(value) * np.ones(shape)
 
 
 def _weight_node(name: str, module: ConvNorm, in_shape: tuple) -> Any:

@@ -19,7 +19,7 @@ from mpbn.export import NIRExportError, read_nir, simulate_nir, to_nir, write_ni
 
 
 def trained_like(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
-    """Non-trivial running stats and random positive-scale norms (NIR has no 'fire below')."""
+    """Non-trivial running stats and random positive-scale norms."""
     g = torch.Generator().manual_seed(seed)
     model.train()
     with torch.no_grad():
@@ -116,14 +116,39 @@ def test_unfolded_bn_and_time_varying_norms_are_refused() -> None:
         to_nir(folded)
 
 
-def test_soft_reset_negative_scale_and_residuals_are_refused() -> None:
+@pytest.mark.parametrize("mpbn_mode", ["channel", "element"])
+@pytest.mark.parametrize("decay", [0.25, 1.0])
+def test_negative_and_zero_mpbn_scales_export_exactly(mpbn_mode, decay, tmp_path) -> None:
+    """Neurons that fire below their folded threshold (lambda < 0) or always/never (lambda = 0)
+    run in NIR on the negated potential and spike exactly as the PyTorch model."""
+    torch.manual_seed(3)
+    model = create("small_cnn", mpbn=mpbn_mode, timesteps=4, decay=decay).double()
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64) * 2
+    model = trained_like(model, x, seed=3)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for lif in (m for m in model.modules() if isinstance(m, LIF)):
+            weight = lif.membrane_norm.weight
+            signs = torch.where(torch.rand(weight.shape, generator=g) < 0.5, -1.0, 1.0)
+            weight.mul_(signs.double())
+            weight.view(-1)[0] = 0.0  # lambda = 0: V~ = +-inf
+    folded = mpbn.fold(model)
+    signs = [m.threshold_sign for m in folded.modules() if isinstance(m, LIF)]
+    assert all(s is not None and (s < 0).any() for s in signs)
+    graph = roundtrip(to_nir(folded), tmp_path)
+    assert (graph.nodes["body.0"].r < 0).any()
+    logits, spikes = spikes_by_layer(folded, x)
+    sim_logits, records = simulate_nir(graph, x.expand(folded.timesteps, *x.shape), record=True)
+    assert sum(s.sum() for s in spikes.values()) > 0
+    for name, s in spikes.items():
+        assert torch.equal(records[name], s), name
+    torch.testing.assert_close(sim_logits, logits, atol=1e-10, rtol=1e-10)
+    assert mpbn.spike_mismatch(model, folded, x).total_mismatches == 0
+
+
+def test_soft_reset_and_padded_pooling_are_refused() -> None:
     with pytest.raises(NIRExportError, match="soft reset"):
         to_nir(mpbn.fold(create("small_cnn", reset="soft")))
-    model = create("small_cnn", mpbn="channel").eval()
-    with torch.no_grad():
-        model.body[0].membrane_norm.weight[0] = -1.0
-    with pytest.raises(NIRExportError, match="fire below their threshold"):
-        to_nir(mpbn.fold(model))
     with pytest.raises(NIRExportError, match=r"layer 'body\.1': padded or ceil-mode"):
         to_nir(mpbn.fold(create("resnet18", input_size=32, width=8)))
 
