@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_model
 from torch import nn
 
 from mpbn.functional.spike_ops import spike_conv, spike_linear
-from mpbn.models import ConvNorm, create, list_models
+from mpbn.models import ConvNorm, list_models
 
 CONV_CASES = [
     dict(),
@@ -119,23 +120,8 @@ def test_saved_input_is_bool():
 
 # ---- models -----------------------------------------------------------------------------------
 
-SMALL: dict[str, dict] = {
-    "resnet19": dict(input_size=8, width=16),
-    "resnet20": dict(input_size=16, width=8),
-    "resnet20_narrow": dict(input_size=8),
-    "resnet18": dict(input_size=32, width=8),
-    "resnet34": dict(input_size=32, width=8),
-    "vgg16": dict(input_size=32, width=8),
-    "vgg9": dict(input_size=8, width=8),
-    "vgg11": dict(input_size=16, width=8),
-    "vggsnn": dict(input_size=16, width=8),
-    "fc_smnist": dict(timesteps=6),
-}
-
-
 def small_model(name: str, **kwargs: object) -> nn.Module:
-    cfg = {"timesteps": 2, "num_classes": 5, **SMALL.get(name, {}), **kwargs}
-    return create(name, **cfg)
+    return tiny_model(name, 6 if name == "fc_smnist" else 2, **kwargs)
 
 
 def model_input(model: nn.Module, generator: torch.Generator) -> torch.Tensor:

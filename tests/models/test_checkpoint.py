@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import tiny_model
 from torch import nn
 
 from mpbn.layers import LIF
 from mpbn.models import create
 from mpbn.models._checkpoint import body_units
 
-SMALL = {
-    "resnet20_narrow": dict(input_size=8),
-    "resnet18": dict(input_size=32, width=8),
-    "vgg9": dict(input_size=8, width=8),
-    "fc_smnist": dict(hidden=(16, 16, 16)),
-}
 TIMESTEPS = 3
 
 
 def pair(name: str, **kwargs: object) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
-    cfg = {"timesteps": TIMESTEPS, "num_classes": 5, **SMALL[name], **kwargs}
-    plain = create(name, **cfg).double().train()
-    ckpt = create(name, **cfg).double().train()
+    if name == "fc_smnist":
+        kwargs = dict(hidden=(16, 16, 16), **kwargs)  # three hidden layers: segments of 2
+    plain = tiny_model(name, TIMESTEPS, **kwargs).double().train()
+    ckpt = tiny_model(name, TIMESTEPS, **kwargs).double().train()
     ckpt.load_state_dict(plain.state_dict())
     return plain, ckpt
 

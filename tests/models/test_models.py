@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_models import tiny_model
 from torch import nn
 
 import mpbn
@@ -13,27 +14,12 @@ from mpbn.layers import LIF, MembraneBN, SeqNorm
 from mpbn.layers.fold import FoldWarning
 from mpbn.models import create, list_models
 
-# Tiny but valid inputs so the whole matrix runs in seconds on 2 CPU cores.
-SMALL: dict[str, dict] = {
-    "resnet19": dict(input_size=8, width=16),
-    "resnet20": dict(input_size=16, width=8),
-    "resnet20_narrow": dict(input_size=8),
-    "resnet18": dict(input_size=32, width=8),
-    "resnet34": dict(input_size=32, width=8),
-    "vgg16": dict(input_size=32, width=8),
-    "vgg9": dict(input_size=8, width=8),
-    "vgg11": dict(input_size=16, width=8),
-    "vggsnn": dict(input_size=16, width=8),
-    "small_cnn": dict(),
-    "fc_smnist": dict(),
-}
 TIMESTEPS = 3
 BATCH = 4
 
 
 def build(name: str, mpbn_mode: str, **kwargs: object) -> nn.Module:
-    cfg = {"timesteps": TIMESTEPS, "num_classes": 5, **SMALL.get(name, {}), **kwargs}
-    return create(name, mpbn=mpbn_mode, **cfg)
+    return tiny_model(name, TIMESTEPS, mpbn=mpbn_mode, **kwargs)
 
 
 def example_input(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
