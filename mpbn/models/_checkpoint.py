@@ -87,9 +87,7 @@ def _segment_fn(modules: Sequence[nn.Module]):
 
 
 def run_checkpointed(units: Sequence[Sequence[nn.Module]], x: Tensor, every: int = 1) -> Tensor:
-    """Run ``units`` in order, checkpointing ``every`` consecutive units as one segment."""
-    if every < 1:
-        raise ValueError(f"every must be >= 1 (units per checkpointed segment), got {every}")
+    """Run ``units`` in order, checkpointing ``every`` (>= 1) consecutive units as one segment."""
     for start in range(0, len(units), every):
         modules = [m for unit in units[start:start + every] for m in unit]
         x = checkpoint(_segment_fn(modules), x, use_reentrant=False)

@@ -213,14 +213,6 @@ class LayerFactories:
         return create_neuron(channels, feature_shape=tuple(shape),
                              membrane_norm=self.membrane_norm, **self.neuron_kwargs)
 
-    def spike_input(self, after_lif: bool) -> bool:
-        """``ConvNorm(spike_input=...)`` for a layer that reads a LIF's spikes (``after_lif``).
-
-        The fused neuron (plain or MPBN) does not keep its float spikes for backward, so the conv
-        that reads them keeps them as bool, a quarter of float32.
-        """
-        return after_lif
-
 
 _NORM_ALIASES = {"baseline": "bn", "batchnorm": "bn", "layernorm": "ln"}
 # Every LIF keyword except those the model sets itself from the layer it builds (MPBN size) or

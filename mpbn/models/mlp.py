@@ -49,7 +49,7 @@ class SpikingMLP(SpikingNet):
         body: list[nn.Module] = [layers.neuron(f, (f,))]
         for g in hidden[1:]:
             body += [ConvNorm(nn.Linear(f, g, bias=bias), layers.norm(g),
-                              spike_input=layers.spike_input(True)),
+                              spike_input=True),
                      layers.neuron(g, (g,))]
             f = g
         self.body = nn.Sequential(*body)

@@ -61,8 +61,8 @@ class BasicBlock(nn.Module):
         shortcut: ``"conv"`` (1x1 conv with stride + norm) or ``"avgconv"`` (avg pool with
             stride, then 1x1 conv + norm, as the MPBN ResNet20); used when the shape changes.
         spike_input: The block's input is a LIF's spikes (the previous block's or the stem's
-            LIF), not average-pooled, and :meth:`LayerFactories.spike_input` allows it: the first
-            conv and a ``"conv"`` shortcut then save it as bool. The second conv reads
+            LIF), not average-pooled: the first conv and a ``"conv"`` shortcut then save it as
+            bool. The second conv reads
             ``lif1``'s spikes.
     """
 
@@ -78,7 +78,7 @@ class BasicBlock(nn.Module):
                               spike_input=spike_input)
         self.lif1 = layers.neuron(planes, (planes, h, w))
         self.conv2 = ConvNorm(conv3x3(planes, planes), layers.norm(planes, alpha=alpha),
-                              spike_input=layers.spike_input(True))
+                              spike_input=True)
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_channels != planes:
             proj = ConvNorm(nn.Conv2d(in_channels, planes, 1, stride=1 if shortcut == "avgconv"
@@ -141,7 +141,7 @@ class SpikingResNet(SpikingNet):
             body.append(layers.neuron(c, (c, h, w)))
             for _ in range(2):
                 body += [ConvNorm(conv3x3(c, c), layers.norm(c),
-                                  spike_input=layers.spike_input(True)),
+                                  spike_input=True),
                          layers.neuron(c, (c, h, w))]
             body.append(PerStep(nn.AvgPool2d(2)))
             h, w = conv_out_size(h, 2, 2), conv_out_size(w, 2, 2)
@@ -156,7 +156,7 @@ class SpikingResNet(SpikingNet):
             stage = []
             for i in range(n_blocks):
                 block = BasicBlock(c, planes, stride if i == 0 else 1, (h, w), layers, shortcut,
-                                   spike_input=layers.spike_input(spikes))
+                                   spike_input=spikes)
                 spikes = True  # the block ends in lif2
                 h, w = block.out_size
                 c = planes

@@ -89,7 +89,7 @@ class SpikingVGG(SpikingNet):
                 spikes = False
             else:
                 conv = ConvNorm(nn.Conv2d(c, int(v), 3, padding=1, bias=bias), layers.norm(int(v)),
-                                spike_input=layers.spike_input(spikes))
+                                spike_input=spikes)
                 c = int(v)
                 if stem is None:
                     stem = conv  # the first conv + norm + LIF is the encoder (MPBN Sec. 5)
@@ -104,7 +104,7 @@ class SpikingVGG(SpikingNet):
             body.append(PerStep(nn.Flatten()))
             for f in hidden:
                 body += [ConvNorm(nn.Linear(features, f, bias=bias), layers.norm(f),
-                                  spike_input=layers.spike_input(spikes)),  # flatten: still 0/1
+                                  spike_input=spikes),  # flatten: still 0/1
                          layers.neuron(f, (f,))]
                 features = f
                 spikes = True
