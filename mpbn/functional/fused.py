@@ -415,8 +415,8 @@ def _saves_fired(cfg: _Config) -> bool:
     Only a hard reset needs them (``du/du_pre = 1 - o``). Without MPBN they are recomputed
     exactly (``v = u_pre``); with MPBN, backward's ``scale * u_pre + shift`` may round differently
     from forward's ``F.batch_norm``, so a potential within an ulp of ``V_th`` could flip: they are
-    saved, as uint8 (1 B per element; ``addcmul`` reads it as fast as float, a bool mask is
-    several times slower on CPU).
+    saved, as uint8 (1 B per element; ``addcmul`` takes uint8 directly, where a bool mask
+    through ``masked_fill`` was several times slower on CPU).
     """
     return cfg.hard and cfg.norm is not None
 

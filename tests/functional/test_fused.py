@@ -148,10 +148,11 @@ def test_saves_only_the_potential() -> None:
                        for t in big)
 
 
-def test_compiled_matches_eager() -> None:
+@pytest.mark.parametrize("reset", ["soft", "hard"])  # hard: backward reads uint8 spikes
+def test_compiled_matches_eager(reset: str) -> None:
     """The torch.compile'd loops (one compile, a few seconds of gcc) equal the eager ones."""
     pytest.importorskip("torch._inductor")
-    ref, fast = make_pair("channel-train", dtype=torch.float32, reset="soft", surrogate="tanh")
+    ref, fast = make_pair("channel-train", dtype=torch.float32, reset=reset, surrogate="tanh")
     x = torch.randn(2, *SHAPE, requires_grad=True) + 0.3
     norm = fused.MembraneNormArgs("channel", fast.membrane_norm.weight, fast.membrane_norm.bias,
                                   fast.membrane_norm.running_mean.clone(),
@@ -161,7 +162,7 @@ def test_compiled_matches_eager() -> None:
         xi = x.detach().clone().requires_grad_(True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = fused.lif_fused(xi, reset="soft", surrogate="tanh", norm=norm, backend=backend)
+            out = fused.lif_fused(xi, reset=reset, surrogate="tanh", norm=norm, backend=backend)
             grads = torch.autograd.grad(out, [xi, norm.weight, norm.bias], torch.ones_like(out))
         if any("torch.compile of the fused LIF failed" in str(w.message) for w in caught):
             pytest.skip("torch.compile unavailable here (no C++ compiler?); eager ran instead")
