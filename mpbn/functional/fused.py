@@ -31,8 +31,9 @@ where ``BN'`` is batch-norm's input gradient with the statistics of step ``t`` (
 
 Two CPU variants run the same Python code: eager (vectorized tensor ops, no compile latency) and
 ``torch.compile`` d (Inductor fuses a step, or the whole LIF sequence, into one C++ loop). On
-CUDA, plain LIF and eval-mode MPBN run as a Triton kernel that walks ``T`` inside
-(:mod:`mpbn.functional.triton_lif`); training-mode MPBN on CUDA runs the torch code.
+CUDA (float32/16, bfloat16) the Triton kernels of :mod:`mpbn.functional.triton_lif` run: plain
+LIF and eval-mode MPBN walk ``T`` inside one launch; training-mode MPBN takes one launch per
+step boundary (its batch statistics are a reduction between every two steps).
 
 Deviations from the reference are rounding only: ``v`` is computed as ``scale * u_pre + shift``
 rather than ``F.batch_norm``'s expression, so a potential within a few ulps of ``V_th`` may fire
@@ -236,7 +237,6 @@ def _forward_steps(
         eager and keep_fired) else None
     spikes: list[Tensor] = []
     u_pres: list[Tensor] = []
-    fireds: list[Tensor] = []
     means: list[Tensor] = []
     variances: list[Tensor] = []
     if cfg.norm == "eval":
@@ -285,14 +285,16 @@ def _forward_steps(
         spikes.append(o)
         if save:
             u_pres.append(u_pre)
-        if keep_fired:
-            fireds.append(o.to(torch.uint8) if fired_buf is None else fired_buf[t].copy_(o))
+        if keep_fired and eager:
+            fired_buf[t].copy_(o)
     if eager:
         spikes_seq, u_pre_seq, fired_seq = spike_buf, u_pre_buf, fired_buf
     else:
         spikes_seq = torch.stack(spikes)
         u_pre_seq = torch.stack(u_pres) if save else None
-        fired_seq = torch.stack(fireds) if keep_fired else None
+        # From the stacked spikes: converted step by step, Inductor gave each uint8 step a
+        # transposed layout and restructured the whole loop around it (2x slower forward).
+        fired_seq = spikes_seq.to(torch.uint8) if keep_fired else None
     return (
         spikes_seq,
         u_pre_seq,
@@ -421,19 +423,33 @@ def _saves_fired(cfg: _Config) -> bool:
     return cfg.hard and cfg.norm is not None
 
 
+_triton_failed = False
+
+
 def _use_triton(c_seq: Tensor, cfg: _Config) -> bool:
-    if not c_seq.is_cuda or cfg.norm == "train":
+    """CUDA, Triton importable, and a dtype the kernels compute exactly (they run in float32)."""
+    if not c_seq.is_cuda or _triton_failed or c_seq.dtype == torch.float64:
         return False
     from mpbn.functional import triton_lif
 
     return triton_lif.available()
 
 
+def _triton_failed_warning(error: Exception) -> None:
+    """Kernels are an optimization: if one fails (a Triton version, a GPU it does not support),
+    warn once and run the torch code from then on."""
+    global _triton_failed
+    _triton_failed = True
+    warnings.warn(f"the Triton LIF kernel failed ({type(error).__name__}: {error}); using the "
+                  "eager fused path", RuntimeWarning, stacklevel=3)
+
+
 class FusedLIF(torch.autograd.Function):
     """The whole LIF / MPBN-LIF sequence as one autograd node (see the module docstring).
 
     Saved for backward: ``u_pre [T, B, ...]`` in the input dtype; with MPBN also ``[T, F]``
-    statistics and, for a hard reset, the spikes as uint8 (:func:`_saves_fired`). The float spikes
+    statistics and, for a hard reset, the spikes as uint8 (:func:`_saves_fired`; the Triton
+    kernels keep instead the ``[2, T, F]`` affine maps each step normalized with). The float spikes
     returned are not kept: the next layer saves them as it needs (bool, in the model zoo).
     """
 
@@ -461,19 +477,33 @@ class FusedLIF(torch.autograd.Function):
         elif cfg.norm == "train":
             weight = _per_step(weight, norm.granularity, c_seq[0])
             bias = _per_step(bias, norm.granularity, c_seq[0])
+        affine = None  # training-mode Triton: the per-step scale/shift that backward reuses
         if backend == "triton":
             from mpbn.functional import triton_lif
 
-            spikes, u_pre_seq = triton_lif.forward(
-                c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)
-            fired = means = variances = None  # the kernel recomputes spikes exactly
-        else:
+            try:
+                if cfg.norm == "train":
+                    spikes, u_pre_seq, means, variances, affine = triton_lif.forward_train(
+                        c_seq, v_th, amount, weight, bias, cfg)
+                    if not save:
+                        u_pre_seq = None
+                else:
+                    spikes, u_pre_seq = triton_lif.forward(
+                        c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)
+                    means = variances = None
+                fired = None  # the kernels recompute spikes exactly
+            except Exception as error:  # noqa: BLE001 - any kernel failure means "run the torch code"
+                _triton_failed_warning(error)
+                backend = "eager"
+        if backend != "triton":
             spikes, u_pre_seq, fired, means, variances = _run_steps(
                 "forward", backend, c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval,
                 cfg, save)
         if cfg.norm == "train":
             steps, count = c_seq.shape[0], c_seq[0].numel() // weight.numel()
             # Unbiased variance for the running estimate, as BN tracks it.
+            means = means.to(norm.running_mean.dtype)
+            variances = variances.to(norm.running_var.dtype)
             update_running_stats(norm.running_mean.view(-1), norm.running_var.view(-1),
                                  means, variances, norm.momentum)
             # Backward wants the normalizing (biased) statistics, shaped for one step.
@@ -491,6 +521,7 @@ class FusedLIF(torch.autograd.Function):
             tensors += [weight, bias]
             tensors.append(v_th if isinstance(v_th, Tensor) else None)
             tensors.append(amount if isinstance(amount, Tensor) else None)
+            tensors.append(affine)
             ctx.save_for_backward(*tensors)
             ctx.v_th = None if isinstance(v_th, Tensor) else v_th
             ctx.amount = None if isinstance(amount, Tensor) else amount
@@ -500,19 +531,30 @@ class FusedLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):
-        (u_pre_seq, spikes, means, invstds, weight, bias, v_th_t, amount_t) = ctx.saved_tensors
+        (u_pre_seq, spikes, means, invstds, weight, bias, v_th_t, amount_t,
+         affine) = ctx.saved_tensors
         v_th = ctx.v_th if v_th_t is None else v_th_t
         amount = ctx.amount if amount_t is None else amount_t
         cfg: _Config = ctx.cfg
         grad_spikes = grad_spikes.contiguous()
-        if ctx.backend == "triton":
+        backend = ctx.backend
+        if backend == "triton":
             from mpbn.functional import triton_lif
 
-            grad_c, grad_w, grad_b = triton_lif.backward(
-                grad_spikes, u_pre_seq, v_th, amount, weight, bias, means, invstds, cfg)
-        else:
+            try:
+                if cfg.norm == "train":
+                    grad_c, grad_w, grad_b = triton_lif.backward_train(
+                        grad_spikes, u_pre_seq, v_th, amount, means, invstds, affine, cfg)
+                    grad_w, grad_b = grad_w.to(weight.dtype), grad_b.to(bias.dtype)
+                else:
+                    grad_c, grad_w, grad_b = triton_lif.backward(
+                        grad_spikes, u_pre_seq, v_th, amount, weight, bias, means, invstds, cfg)
+            except Exception as error:  # noqa: BLE001 - as in forward; spikes are recomputed
+                _triton_failed_warning(error)
+                backend = "eager"
+        if backend != "triton":
             grad_c, grad_w, grad_b = _run_steps(
-                "backward", ctx.backend, grad_spikes, u_pre_seq, spikes, v_th, amount, weight,
+                "backward", backend, grad_spikes, u_pre_seq, spikes, v_th, amount, weight,
                 bias, means, invstds, cfg)
         if cfg.norm is not None:
             # Back to the parameters' own shape ([C] or (C, ...)).
@@ -593,8 +635,9 @@ def lif_fused(
         detach_reset: Stop the gradient through the reset.
         norm: The membrane normalization, or ``None`` for plain LIF.
         backend: ``"eager"`` (torch ops), ``"compiled"`` (``torch.compile``), ``"triton"``
-            (CUDA; plain LIF and eval-mode MPBN), or ``"auto"``: Triton where it applies,
-            else compiled if :func:`compile_enabled`, else eager.
+            (CUDA, not float64; falls back to eager elsewhere), or ``"auto"``: Triton where it
+            applies, else compiled if :func:`compile_enabled`, else eager. A Triton kernel
+            that fails warns once and the torch code runs from then on.
     """
     cfg = _build_config(x_seq, decay, v_threshold, reset, surrogate, alpha, reset_amount,
                         detach_reset, norm, backend)
@@ -606,7 +649,7 @@ def lif_fused(
         else:
             backend = "compiled" if compile_enabled() else "eager"
     elif backend == "triton" and not _use_triton(x_seq, cfg):
-        backend = "eager"  # no Triton, CPU tensor, or training-mode MPBN: the torch code
+        backend = "eager"  # no Triton, a CPU or float64 tensor, or a kernel failed before
     weight = norm.weight if norm is not None else None
     bias = norm.bias if norm is not None else None
     return FusedLIF.apply(x_seq, weight, bias, v_threshold, amount, norm, cfg, backend)

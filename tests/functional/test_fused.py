@@ -215,3 +215,98 @@ def test_triton_kernel_interpreted() -> None:
     proc = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True,
                           text=True, timeout=300)
     assert "TRITON_OK" in proc.stdout, proc.stderr[-3000:]
+
+
+TRITON_TRAIN_CHECK = r"""
+import itertools, warnings
+import torch
+from mpbn.functional import fused, triton_lif
+from mpbn.functional.surrogate import SURROGATES
+warnings.simplefilter("error", RuntimeWarning)  # a kernel failure must not fall back silently
+torch.manual_seed(0)
+
+
+def compare(x, gran, **kwargs):
+    g = torch.randn_like(x)
+    pshape = (x.shape[2],) if gran == "channel" else tuple(x.shape[2:])
+    w = (torch.rand(pshape) + 0.5).requires_grad_(True)
+    b = (torch.randn(pshape) * 0.3).requires_grad_(True)
+    mean0, var0 = torch.randn(pshape), torch.rand(pshape) + 0.5
+    results = []
+    for backend in ("eager", "triton"):
+        mean, var = mean0.clone(), var0.clone()
+        norm = fused.MembraneNormArgs(gran, w, b, mean, var, training=True)
+        if backend == "eager":
+            out = fused.lif_fused(x, norm=norm, backend="eager", **kwargs)
+            grads = torch.autograd.grad(out, [x, w, b], g)
+        else:
+            out, grads = triton_lif.run_for_test(x, g, norm, [w, b], **kwargs)
+        results.append((out.detach(), grads, mean, var))
+    (out_e, grads_e, mean_e, var_e), (out_t, grads_t, mean_t, var_t) = results
+    assert torch.equal(out_t, out_e), (gran, kwargs)
+    for a, e in zip(grads_t, grads_e):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mean_t, mean_e)
+    torch.testing.assert_close(var_t, var_e)
+
+
+for reset, surrogate, gran, steps, detach in itertools.product(
+        ("hard", "soft"), SURROGATES, ("channel", "element"), (1, 3), (False, True)):
+    x = (torch.randn(steps, 5, 3, 2, 3) + 0.3).requires_grad_(True)
+    compare(x, gran, reset=reset, surrogate=surrogate, v_threshold=0.5, decay=0.4,
+            detach_reset=detach)
+# Tilings: batch chunks with a short last one, several position / feature blocks, [T, B, C]
+# features, and a mean far from zero (the statistics' numerics).
+for shape, gran, min_programs in [((2, 7, 3, 2, 3), "channel", 4), ((2, 7, 3, 2, 3), "element", 3),
+                                  ((2, 2, 1, 33, 33), "channel", 256),
+                                  ((2, 3, 3, 20, 20), "element", 256),
+                                  ((3, 6, 4), "channel", 2), ((3, 6, 4), "element", 256)]:
+    triton_lif._MIN_PROGRAMS = min_programs
+    x = (torch.randn(*shape) * 2 + 5).requires_grad_(True)
+    compare(x, gran)
+print("TRITON_TRAIN_OK")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_training_mpbn_kernels_interpreted() -> None:
+    """Training-mode MPBN kernels (per-step batch statistics) against the eager fused path.
+
+    Spikes identical, gradients w.r.t. input, lambda and beta close in float32, running
+    statistics equal, for every reset, surrogate, granularity, detach_reset and T = 1, 3; and
+    for tilings that split the batch, the positions and the features.
+    """
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", TRITON_TRAIN_CHECK], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert "TRITON_TRAIN_OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_a_failing_triton_kernel_warns_once_and_the_torch_code_runs(monkeypatch) -> None:
+    """A kernel that fails (an unsupported GPU or Triton version) must not break training."""
+    from mpbn.functional import triton_lif
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel today")
+
+    monkeypatch.setattr(triton_lif, "forward_train", broken)
+    monkeypatch.setattr(fused, "_triton_failed", False)
+    torch.manual_seed(0)
+    x = (torch.randn(3, 4, 2, 3) + 0.3).requires_grad_(True)
+    w = torch.ones(2, requires_grad=True)
+    b = torch.zeros(2, requires_grad=True)
+    outs = []
+    for backend in ("triton", "eager"):
+        norm = fused.MembraneNormArgs("channel", w, b, torch.zeros(2), torch.ones(2))
+        cfg = fused._build_config(x, 0.25, 0.5, "hard", "rectangle", None, None, False, norm,
+                                  backend)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = fused.FusedLIF.apply(x, w, b, 0.5, 0.5, norm, cfg, backend)
+            grads = torch.autograd.grad(out, [x, w, b], torch.ones_like(out))
+        outs.append((out, grads, [str(c.message) for c in caught]))
+    assert any("Triton LIF kernel failed" in m and "no kernel today" in m for m in outs[0][2])
+    assert fused._triton_failed and not fused._use_triton(x, cfg)
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    for a, e in zip(outs[0][1], outs[1][1], strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
