@@ -139,3 +139,23 @@ def test_saved_bytes_match_a_hand_count(bench_memory, membrane_norm):
     input_record = report.saved[x.untyped_storage().data_ptr()]
     assert input_record.binary and input_record.savers == ["0.conv"]
     out.sum().backward()  # the accounting hooks left the graph usable
+
+
+def test_neuron_main_runs_and_times_the_floor_beside_every_variant(capsys):
+    rows = _load("bench_neuron").main(["--small", "--steps", "1", "2", "--repeats", "2", "--split",
+                                       "--no-compile", "--threads", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "allocator" in out and "load average" in out
+    assert "eager: forward and backward apart" in out
+    assert [(r["kind"], r["steps"]) for r in rows] == [
+        ("LIF", 1), ("LIF", 2), ("MPBN-LIF", 1), ("MPBN-LIF", 2)]
+    for row in rows:
+        assert {"floor", "reference", "eager"} <= set(row["medians"])
+        assert set(row["over_floor"]) >= {"reference", "eager"}
+        assert all(math.isfinite(v) and v > 0 for v in row["over_floor"].values())
+        assert row["bandwidth_gbs"] > 0
+
+
+def test_neuron_floor_streams_the_bytes_it_is_asked_to():
+    out = _load("bench_neuron").stream(24 * 1000, torch.device("cpu"))()
+    assert out.numel() == 2000  # 12 B per element: read a, read b, write c
