@@ -88,6 +88,14 @@ if triton is not None:
         return g
 
     @triton.jit
+    def _neuron_params(v_th_ptr, amount_ptr, offs, inner, num_params, mask):
+        """``(V_th, reset amount)`` of each neuron: one value, per channel or per element."""
+        pidx = (offs // inner) % num_params
+        v_th = tl.load(v_th_ptr + pidx, mask=mask, other=1.0)
+        amount = tl.load(amount_ptr + pidx, mask=mask, other=0.0)
+        return pidx, v_th, amount
+
+    @triton.jit
     def _lif_forward_kernel(
         c_ptr, spikes_ptr, u_pre_ptr, scale_ptr, shift_ptr, v_th_ptr, amount_ptr,
         steps, numel, inner, num_params, decay,
@@ -95,10 +103,7 @@ if triton is not None:
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < numel
-        # Per-feature parameters: scalar (num_params 1), per channel or per element.
-        pidx = (offs // inner) % num_params
-        v_th = tl.load(v_th_ptr + pidx, mask=mask, other=1.0)
-        amount = tl.load(amount_ptr + pidx, mask=mask, other=0.0)
+        pidx, v_th, amount = _neuron_params(v_th_ptr, amount_ptr, offs, inner, num_params, mask)
         if NORM:
             scale = tl.load(scale_ptr + pidx, mask=mask, other=1.0)
             shift = tl.load(shift_ptr + pidx, mask=mask, other=0.0)
@@ -136,9 +141,7 @@ if triton is not None:
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < numel
-        pidx = (offs // inner) % num_params
-        v_th = tl.load(v_th_ptr + pidx, mask=mask, other=1.0)
-        amount = tl.load(amount_ptr + pidx, mask=mask, other=0.0)
+        pidx, v_th, amount = _neuron_params(v_th_ptr, amount_ptr, offs, inner, num_params, mask)
         if NORM:
             scale = tl.load(scale_ptr + pidx, mask=mask, other=1.0)
             shift = tl.load(shift_ptr + pidx, mask=mask, other=0.0)
@@ -265,11 +268,10 @@ if triton is not None:
             # (b < B as a tensor: the interpreter's bool tensor & bool scalar gives int)
             mask = tile_mask & ((i_idx * 0 + b) < B)
             offs = _step_offsets(b, g_idx, i_idx, G, I)
-            pidx = (offs // inner) % num_params
             u = tl.zeros([BG, BI], dtype=tl.float32)
             if FIRE:
-                v_th = tl.load(v_th_ptr + pidx, mask=mask, other=1.0)
-                amount = tl.load(amount_ptr + pidx, mask=mask, other=0.0)
+                _, v_th, amount = _neuron_params(v_th_ptr, amount_ptr, offs, inner, num_params,
+                                                 mask)
                 u_prev = tl.load(u_pre_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
                 x, o = _affine_fire(u_prev, scale, shift, v_th)
                 tl.store(spikes_prev_ptr + offs, o.to(spikes_prev_ptr.dtype.element_ty),
@@ -358,9 +360,8 @@ if triton is not None:
             # (b < B as a tensor: the interpreter's bool tensor & bool scalar gives int)
             mask = tile_mask & ((i_idx * 0 + b) < B)
             offs = _step_offsets(b, g_idx, i_idx, G, I)
-            pidx = (offs // inner) % num_params
-            v_th = tl.load(v_th_ptr + pidx, mask=mask, other=1.0)
-            amount = tl.load(amount_ptr + pidx, mask=mask, other=0.0)
+            _, v_th, amount = _neuron_params(v_th_ptr, amount_ptr, offs, inner, num_params,
+                                             mask)
             g_pre = tl.zeros([BG, BI], dtype=tl.float32)
             if FINISH:
                 u_pre = tl.load(u_pre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
