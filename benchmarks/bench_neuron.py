@@ -39,11 +39,12 @@ import torch
 from mpbn.functional import fused
 from mpbn.layers import LIF
 
-FLOOR_BYTES = {"LIF": 24, "MPBN-LIF": 40}
-# The same floors per direction (``--split``): LIF forward reads x, writes spikes and u_pre;
-# backward reads the gradient and u_pre, writes dL/dx. MPBN-LIF forward also reads u_pre back
-# for the step's statistics, and its backward reads g and u_pre twice (reductions, then apply).
+# Floor bytes per float32 element-step, (forward, backward): LIF forward reads x, writes spikes
+# and u_pre; backward reads the gradient and u_pre, writes dL/dx. MPBN-LIF forward also reads
+# u_pre back for the step's statistics, and its backward reads g and u_pre twice (reductions,
+# then apply).
 FLOOR_SPLIT = {"LIF": (12, 12), "MPBN-LIF": (16, 24)}
+FLOOR_BYTES = {kind: sum(split) for kind, split in FLOOR_SPLIT.items()}  # 24 B and 40 B
 
 
 def allocator() -> str:

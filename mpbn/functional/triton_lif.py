@@ -203,6 +203,24 @@ if triton is not None:
         return b.to(tl.int64) * G * I + g_idx * I + i_idx
 
     @triton.jit
+    def _tile(G, I, b_chunk, BG: tl.constexpr, BI: tl.constexpr):
+        """This program's tile of a step viewed as ``[B, G, I]`` (grid: g blocks, i blocks,
+        batch chunks): ``[BG, 1]`` feature and ``[1, BI]`` position indices with their masks,
+        the first batch row, the ``[BG]`` feature rows its per-feature results go to, its index
+        among the feature's partials, and whether it writes the per-step statistics."""
+        pid_g = tl.program_id(0)
+        pid_i = tl.program_id(1)
+        pid_b = tl.program_id(2)
+        g_idx = pid_g * BG + tl.arange(0, BG)[:, None]
+        i_idx = pid_i * BI + tl.arange(0, BI)[None, :]
+        g_mask = g_idx < G
+        tile_mask = g_mask & (i_idx < I)
+        g_row = pid_g * BG + tl.arange(0, BG)
+        k_tile = pid_b * tl.num_programs(1) + pid_i
+        return (g_idx, i_idx, g_mask, tile_mask, pid_b * b_chunk, g_row, g_row < G, k_tile,
+                (pid_i == 0) & (pid_b == 0))
+
+    @triton.jit
     def _combine_moments(mean_ptr, m2_ptr, cnt_ptr, g_idx, g_mask, G, n_tiles):
         """Mean and sum of squared deviations per feature from the per-tile partials (Chan)."""
         total = tl.zeros(g_idx.shape, dtype=tl.float32)
@@ -236,14 +254,8 @@ if triton is not None:
         ``u_pre[k] = decay * u[s] + c[k]`` (Eq. 1), stores it and writes this tile's partial
         moments (a Welford pass over its batch rows). Moves 16 B per element and step.
         """
-        pid_g = tl.program_id(0)
-        pid_i = tl.program_id(1)
-        pid_b = tl.program_id(2)
-        g_idx = pid_g * BG + tl.arange(0, BG)[:, None]
-        i_idx = pid_i * BI + tl.arange(0, BI)[None, :]
-        g_mask = g_idx < G
-        tile_mask = g_mask & (i_idx < I)
-        b0 = pid_b * b_chunk
+        g_idx, i_idx, g_mask, tile_mask, b0, g_row, row_mask, k_tile, first = _tile(
+            G, I, b_chunk, BG, BI)
         if FIRE:
             mean, m2, total = _combine_moments(in_mean_ptr, in_m2_ptr, in_cnt_ptr, g_idx, g_mask,
                                                G, n_tiles)
@@ -251,9 +263,7 @@ if triton is not None:
             invstd = 1.0 / tl.sqrt(var + eps)
             scale = tl.load(w_ptr + g_idx, mask=g_mask, other=1.0).to(tl.float32) * invstd
             shift = tl.load(b_ptr + g_idx, mask=g_mask, other=0.0).to(tl.float32) - mean * scale
-            if (pid_i == 0) & (pid_b == 0):  # one program per feature block writes them
-                g_row = pid_g * BG + tl.arange(0, BG)
-                row_mask = g_row < G
+            if first:  # one program per feature block writes them
                 # ([BG, 1] -> [BG] by summing the single column)
                 tl.store(stat_mean_ptr + g_row, tl.sum(mean, axis=1), mask=row_mask)
                 tl.store(stat_var_ptr + g_row, tl.sum(m2 / tl.maximum(total - 1.0, 1.0), axis=1),
@@ -298,9 +308,6 @@ if triton is not None:
             t_mean = tl.sum(tl.where(tile_mask, w_mean, 0.0), axis=1) / lanes
             d = w_mean - t_mean[:, None]
             t_m2 = tl.sum(tl.where(tile_mask, w_m2 + rows * d * d, 0.0), axis=1)
-            k_tile = pid_b * tl.num_programs(1) + pid_i
-            g_row = pid_g * BG + tl.arange(0, BG)
-            row_mask = g_row < G
             tl.store(out_mean_ptr + k_tile * G + g_row, t_mean, mask=row_mask)
             tl.store(out_m2_ptr + k_tile * G + g_row, t_m2, mask=row_mask)
             tl.store(out_cnt_ptr + k_tile * G + g_row, rows * lanes, mask=row_mask)
@@ -323,14 +330,8 @@ if triton is not None:
         ``g_pre = scale * (g_v - mean(g_v) - x_hat * mean(g_v * x_hat)) + g_u * du/du_pre``,
         recomputing ``g_v`` from ``u_pre`` and the stored gradient of the later step.
         """
-        pid_g = tl.program_id(0)
-        pid_i = tl.program_id(1)
-        pid_b = tl.program_id(2)
-        g_idx = pid_g * BG + tl.arange(0, BG)[:, None]
-        i_idx = pid_i * BI + tl.arange(0, BI)[None, :]
-        g_mask = g_idx < G
-        tile_mask = g_mask & (i_idx < I)
-        b0 = pid_b * b_chunk
+        g_idx, i_idx, g_mask, tile_mask, b0, g_row, row_mask, k_tile, first = _tile(
+            G, I, b_chunk, BG, BI)
         if FINISH:
             scale = tl.load(scale_ptr + g_idx, mask=g_mask, other=0.0)
             shift = tl.load(shift_ptr + g_idx, mask=g_mask, other=0.0)
@@ -344,9 +345,7 @@ if triton is not None:
             sum_gx = invstd * sum_gxc  # sum g_v * x_hat
             k1 = scale * invstd * sum_gx / count
             k0 = k1 * mean - scale * sum_g / count
-            if (pid_i == 0) & (pid_b == 0):
-                g_row = pid_g * BG + tl.arange(0, BG)
-                row_mask = g_row < G
+            if first:
                 tl.store(sum_g_out_ptr + g_row, tl.sum(sum_g, axis=1), mask=row_mask)
                 tl.store(sum_gx_out_ptr + g_row, tl.sum(sum_gx, axis=1), mask=row_mask)
         if BEGIN:
@@ -398,9 +397,6 @@ if triton is not None:
                 acc_g += tl.where(mask, g_vp, 0.0)
                 acc_gx += tl.where(mask, g_vp * (u_p - mean_p), 0.0)
         if BEGIN:
-            k_tile = pid_b * tl.num_programs(1) + pid_i
-            g_row = pid_g * BG + tl.arange(0, BG)
-            row_mask = g_row < G
             tl.store(out_g_ptr + k_tile * G + g_row, tl.sum(acc_g, axis=1), mask=row_mask)
             tl.store(out_gx_ptr + k_tile * G + g_row, tl.sum(acc_gx, axis=1), mask=row_mask)
 
