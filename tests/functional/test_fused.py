@@ -148,17 +148,21 @@ def test_saves_only_the_potential() -> None:
                        for t in big)
 
 
+@pytest.mark.parametrize("granularity", ["channel", "element"])
 @pytest.mark.parametrize("reset", ["soft", "hard"])  # hard: backward reads uint8 spikes
-def test_compiled_matches_eager(reset: str) -> None:
-    """The torch.compile'd loops (one compile, a few seconds of gcc) equal the eager ones."""
+def test_compiled_matches_eager(reset: str, granularity: str) -> None:
+    """The torch.compile'd loops (one compile, a few seconds of gcc) equal the eager ones:
+    spikes, gradients and the running statistics, though the compiled statistics come from
+    shifted sums (:func:`fused._shifted_moments`) where eager calls ``F.batch_norm``."""
     pytest.importorskip("torch._inductor")
-    ref, fast = make_pair("channel-train", dtype=torch.float32, reset=reset, surrogate="tanh")
-    x = torch.randn(2, *SHAPE, requires_grad=True) + 0.3
-    norm = fused.MembraneNormArgs("channel", fast.membrane_norm.weight, fast.membrane_norm.bias,
-                                  fast.membrane_norm.running_mean.clone(),
-                                  fast.membrane_norm.running_var.clone())
+    _, fast = make_pair(f"{granularity}-train", dtype=torch.float32, reset=reset,
+                        surrogate="tanh")
+    mbn = fast.membrane_norm
+    x = torch.randn(3, 5, *SHAPE[1:], requires_grad=True) + 0.3
     outs = []
     for backend in ("eager", "compiled"):
+        norm = fused.MembraneNormArgs(granularity, mbn.weight, mbn.bias,
+                                      mbn.running_mean.clone(), mbn.running_var.clone())
         xi = x.detach().clone().requires_grad_(True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -166,10 +170,36 @@ def test_compiled_matches_eager(reset: str) -> None:
             grads = torch.autograd.grad(out, [xi, norm.weight, norm.bias], torch.ones_like(out))
         if any("torch.compile of the fused LIF failed" in str(w.message) for w in caught):
             pytest.skip("torch.compile unavailable here (no C++ compiler?); eager ran instead")
-        outs.append((out, grads))
+        outs.append((out, grads, (norm.running_mean, norm.running_var)))
     torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=0)
     for g_c, g_e in zip(outs[1][1], outs[0][1], strict=True):
         torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-5)
+    for r_c, r_e in zip(outs[1][2], outs[0][2], strict=True):
+        torch.testing.assert_close(r_c, r_e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, -5e4])
+def test_shifted_moments_keep_float32_precision_when_the_mean_dwarfs_the_spread(
+        offset: float) -> None:
+    """One-pass sums about a sample value: the variance of ``offset + N(0, 0.01^2)`` in float32
+    stays within float32 rounding of the float64 two-pass answer (plain ``E[x^2] - E[x]^2``
+    would lose every digit at offset 5e4), for channel and element reductions."""
+    gen = torch.Generator().manual_seed(0)
+    values64 = torch.randn(16, 4, 5, 5, generator=gen, dtype=torch.float64) * 0.01 + offset
+    values = values64.float()  # the input as float32 holds it; compare on what it holds
+    for dims in ((0, 2, 3), (0,)):
+        var, mean = fused._shifted_moments(values, dims)
+        var_ref, mean_ref = torch.var_mean(values.double(), dim=dims, correction=0, keepdim=True)
+        assert var.shape == mean.shape == var_ref.shape
+        torch.testing.assert_close(var.double(), var_ref, rtol=1e-3, atol=0)
+        torch.testing.assert_close(mean.double(), mean_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_sum_rows_first_is_the_plain_sum() -> None:
+    values = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    for dims in ((0, 2, 3), (0,), (0, 3)):
+        torch.testing.assert_close(fused._sum_rows_first(values, dims),
+                                   values.sum(dim=dims, keepdim=True))
 
 
 TRITON_CHECK = r"""
