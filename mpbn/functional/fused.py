@@ -518,9 +518,7 @@ class FusedLIF(torch.autograd.Function):
             try:
                 if cfg.norm == "train":
                     spikes, u_pre_seq, means, variances, affine = triton_lif.forward_train(
-                        c_seq, v_th, amount, weight, bias, cfg)
-                    if not save:
-                        u_pre_seq = None
+                        c_seq, v_th, amount, weight, bias, cfg, save)
                 else:
                     spikes, u_pre_seq = triton_lif.forward(
                         c_seq, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save)

@@ -514,12 +514,15 @@ def _train_tiling(batch: int, groups: int, inner: int) -> tuple[int, int, tuple,
     return bg, bi, (n_g, n_i, n_b), b_chunk, n_b * n_i
 
 
-def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg):
+def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg,
+                  save: bool = True):
     """Training-mode MPBN-LIF forward: ``(spikes, u_pre, means, variances, affine)``.
 
     ``means``/``variances`` (unbiased, for the running estimates) are ``[T, G]``; ``affine`` is
     ``[2, T, G]``, the ``scale``/``shift`` each step normalized with, which backward reuses so
     that it recomputes exactly the spikes of the forward. ``T + 1`` launches (see the kernel).
+    Without ``save`` (no gradient wanted) ``u_pre`` is ``None`` and the launches pass it through
+    two alternating step buffers instead of ``[T, ...]``.
     """
     c_seq = c_seq.contiguous()
     steps, step = c_seq.shape[0], c_seq[0]
@@ -528,7 +531,10 @@ def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg
     inner, num, (_, _, v_th_a, amount_a) = _layout_and_params(step, v_th, amount, None, None)
     f32 = dict(dtype=torch.float32, device=c_seq.device)
     spikes = torch.empty_like(c_seq)
-    u_pre = torch.empty_like(c_seq)
+    # Launch k reads u_pre[k - 1] and writes u_pre[k]: two slots carry it when none is kept.
+    u_pre = torch.empty_like(c_seq) if save else torch.empty((2, *step.shape), dtype=step.dtype,
+                                                            device=step.device)
+    slot = (lambda t: t) if save else (lambda t: t % 2)
     partials = torch.empty((2, 3, n_tiles, groups), **f32)  # (mean, M2, count) per tile
     stats = torch.empty((4, steps, groups), **f32)  # mean, unbiased var, scale, shift
     w = weight.reshape(-1).contiguous()
@@ -538,7 +544,7 @@ def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg
         s = max(k - 1, 0)  # the step this launch fires
         cur, prev = partials[k % 2], partials[(k + 1) % 2]
         _mpbn_train_forward_kernel[grid](
-            c_seq[min(k, last)], u_pre[s], u_pre[min(k, last)], spikes[s],
+            c_seq[min(k, last)], u_pre[slot(s)], u_pre[slot(min(k, last))], spikes[s],
             w, b, v_th_a, amount_a,
             prev[0], prev[1], prev[2], cur[0], cur[1], cur[2],
             stats[0, s], stats[1, s], stats[2, s], stats[3, s],
@@ -546,7 +552,7 @@ def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg
             float(cfg.decay), float(cfg.eps),
             FIRE=k >= 1, INTEGRATE=k < steps, HARD=cfg.hard, BG=bg, BI=bi,
         )
-    return spikes, u_pre, stats[0], stats[1], stats[2:]
+    return spikes, u_pre if save else None, stats[0], stats[1], stats[2:]
 
 
 def backward_train(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, means: Tensor,
@@ -587,7 +593,8 @@ def backward_train(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, means: 
 def run_for_test(x_seq: Tensor, grad_out: Tensor, norm, params: list[Tensor], **kwargs):
     """Forward and backward through the Triton kernels on any device (tests, interpreter).
 
-    Returns ``(spikes, grads)`` with the gradients w.r.t. ``x_seq`` and ``params``.
+    Returns ``(spikes, grads)`` with the gradients w.r.t. ``x_seq`` and ``params``; with
+    ``grad_out=None`` the forward alone runs under ``torch.no_grad()`` and ``grads`` is ``None``.
     """
     from mpbn.functional import fused
 
@@ -602,7 +609,10 @@ def run_for_test(x_seq: Tensor, grad_out: Tensor, norm, params: list[Tensor], **
     amount = kwargs["v_threshold"] if amount is None else amount
     weight = norm.weight if norm is not None else None
     bias = norm.bias if norm is not None else None
-    out = fused.FusedLIF.apply(x_seq.contiguous(), weight, bias, kwargs["v_threshold"], amount,
-                               norm, cfg, "triton")
+    with torch.set_grad_enabled(grad_out is not None):
+        out = fused.FusedLIF.apply(x_seq.contiguous(), weight, bias, kwargs["v_threshold"],
+                                   amount, norm, cfg, "triton")
+    if grad_out is None:
+        return out, None
     grads = torch.autograd.grad(out, [x_seq, *params], grad_out)
     return out.detach(), grads
