@@ -178,6 +178,24 @@ def test_compiled_matches_eager(reset: str, granularity: str) -> None:
         torch.testing.assert_close(r_c, r_e, rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_serves_more_layer_shapes_than_dynamos_recompile_limit(monkeypatch) -> None:
+    """Every layer shape is a specialization of one compiled function; hitting dynamo's
+    per-function limit (8 by default, 1 here) must not drop the whole model to eager."""
+    pytest.importorskip("torch._inductor")
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    monkeypatch.setattr(fused, "_compile_failed", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the fallback warns
+        for channels in (2, 3, 5):
+            x = torch.randn(2, 2, channels, 3, 3)
+            torch.testing.assert_close(fused.lif_fused(x, backend="compiled"),
+                                       fused.lif_fused(x, backend="eager"), rtol=0, atol=0)
+    assert not fused._compile_failed
+    assert torch._dynamo.config.recompile_limit == 1  # raised for the fused calls only
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e3, -5e4])
 def test_shifted_moments_keep_float32_precision_when_the_mean_dwarfs_the_spread(
         offset: float) -> None:
