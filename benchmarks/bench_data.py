@@ -10,13 +10,13 @@ one run. Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import random
 import time
 
 import numpy as np
 import torch
+from _host import allocator
 from PIL import Image, ImageOps
 
 from mpbn.data import DeviceLoader
@@ -24,15 +24,6 @@ from mpbn.data.augment import AugmentSpec
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-
-
-def allocator() -> str:
-    """Name the malloc in use: jemalloc/tcmalloc show up in LD_PRELOAD."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    for name in ("jemalloc", "tcmalloc", "mimalloc"):
-        if name in preload:
-            return f"{name} (LD_PRELOAD={preload})"
-    return "system malloc (no jemalloc/tcmalloc in LD_PRELOAD)"
 
 
 def _sync(device: torch.device) -> None:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from _host import allocator
 from torch import Tensor, nn
 
 from mpbn.layers import LIF
@@ -57,14 +58,6 @@ from mpbn.models import create
 __all__ = ["SavedTensor", "MemoryReport", "account", "main"]
 
 MIB = 1024 * 1024
-
-
-def allocator() -> str:
-    preload = os.environ.get("LD_PRELOAD", "")
-    for name in ("jemalloc", "tcmalloc"):
-        if name in preload:
-            return f"{name} (LD_PRELOAD={preload})"
-    return "glibc malloc"
 
 
 @dataclass

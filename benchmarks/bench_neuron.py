@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _host import allocator
 
 from mpbn.functional import fused
 from mpbn.layers import LIF
@@ -45,17 +46,6 @@ from mpbn.layers import LIF
 # then apply).
 FLOOR_SPLIT = {"LIF": (12, 12), "MPBN-LIF": (16, 24)}
 FLOOR_BYTES = {kind: sum(split) for kind, split in FLOOR_SPLIT.items()}  # 24 B and 40 B
-
-
-def allocator() -> str:
-    """The CPU allocator and its settings, which move large-tensor timings by 2-6x."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    for name in ("jemalloc", "tcmalloc"):
-        if name in preload:
-            conf = os.environ.get("MALLOC_CONF", "")
-            return f"{name} (LD_PRELOAD={preload}" + (f", MALLOC_CONF={conf})" if conf else ")")
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    return "glibc malloc" + (f" (GLIBC_TUNABLES={tunables})" if tunables else "")
 
 
 def sync(device: torch.device) -> None:

@@ -35,20 +35,13 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _host import allocator
 from torch import nn
 
 from mpbn.layers import LIF
 from mpbn.models import create
 
 __all__ = ["main", "to_ann", "allocator", "machine_header"]
-
-
-def allocator() -> str:
-    preload = os.environ.get("LD_PRELOAD", "")
-    for name in ("jemalloc", "tcmalloc"):
-        if name in preload:
-            return f"{name} (LD_PRELOAD={preload})"
-    return "glibc malloc"
 
 
 def machine_header(device: torch.device) -> str:

@@ -24,6 +24,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 def _load(name: str):
     if name in sys.modules:
         return sys.modules[name]
+    if str(BENCHMARKS) not in sys.path:  # as `python benchmarks/x.py` has it: for `_host`
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up by name
