@@ -96,6 +96,52 @@ def test_two_processes_equal_one_with_doubled_batch(tmp_path):
             torch.testing.assert_close(r["buffers"][name], b, msg=f"buffer {name}")
 
 
+def _zoo_data() -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
+    from tiny_models import tiny_model
+
+    torch.manual_seed(0)
+    model = tiny_model("resnet20_narrow", T, mpbn="channel").double().train()
+    x = torch.rand(BATCH, *model.input_shape, dtype=torch.float64) * 2
+    return x, torch.randint(0, 5, (BATCH,)), model
+
+
+def _checkpointed_worker(rank: int, port: int, path: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        x, target, model = _zoo_data()
+        convert_sync_norms(model)
+        model.set_grad_checkpointing(every=2)  # the replay in backward all-reduces again
+        ddp = nn.parallel.DistributedDataParallel(model)
+        half = BATCH // 2
+        part = slice(rank * half, (rank + 1) * half)
+        out = _step(ddp, x[part], target[part])
+        torch.save({
+            "out": out.detach(),
+            "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()},
+            "buffers": {n: b.clone() for n, b in model.named_buffers()},
+        }, f"{path}/rank{rank}.pt")
+    finally:
+        cleanup_distributed(synchronize=not sys.exc_info()[0])
+
+
+def test_checkpointing_with_synchronized_norms_equals_one_process(tmp_path):
+    """A zoo ResNet with MPBN, synchronized norms and activation checkpointing on two ranks:
+    the replayed forward's collectives match across ranks, and outputs, gradients and running
+    statistics (updated once, not again by the replay) equal one plain process."""
+    mp.spawn(_checkpointed_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    x, target, model = _zoo_data()
+    out = _step(model, x, target)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach())
+    for name, p in model.named_parameters():
+        for r in ranks:
+            torch.testing.assert_close(r["grads"][name], p.grad, msg=f"gradient of {name}")
+    for name, b in model.named_buffers():
+        for r in ranks:
+            torch.testing.assert_close(r["buffers"][name], b, msg=f"buffer {name}")
+
+
 def _single_worker_group(port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
                             world_size=1)
