@@ -441,17 +441,19 @@ def _run_steps(name: str, backend: str, *args):
         if name not in _compiled:
             _compiled[name] = torch.compile(eager_fn, dynamic=False, fullgraph=True)
         dynamo_config = torch._dynamo.config
-        limit = dynamo_config.recompile_limit
+        # torch < 2.6 names it cache_size_limit
+        key = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        limit = getattr(dynamo_config, key)
         try:
             # Raised for this call only (config.patch costs ~11 us a call, this ~3 us).
-            dynamo_config.recompile_limit = max(limit, _RECOMPILE_LIMIT)
+            setattr(dynamo_config, key, max(limit, _RECOMPILE_LIMIT))
             return _compiled[name](*args)
         except Exception as error:  # noqa: BLE001 - any compile failure means "run eagerly"
             _compile_failed = True
             warnings.warn(f"torch.compile of the fused LIF failed ({type(error).__name__}: "
                           f"{error}); using the eager fused path", RuntimeWarning, stacklevel=2)
         finally:
-            dynamo_config.recompile_limit = limit
+            setattr(dynamo_config, key, limit)
     return eager_fn(*args)
 
 
