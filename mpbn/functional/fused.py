@@ -207,9 +207,10 @@ def _shifted_moments(values: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Ten
     The sums run about the first value of each reduced slice, ``k``: ``var = E[(x-k)^2] -
     E[x-k]^2`` loses precision only as ``(mean - k)^2 / var`` grows, and ``k`` is one of the
     values summed, so that ratio stays of the order of the data's spread. Why not
-    ``torch.var_mean``: Inductor compiles it on CPU to a per-element Welford update, ~3x slower
-    than plain sums over the same 4 MiB step (compute-bound); the compiled MPBN-LIF forward at
-    T = 8 went from 10.1 to 8.3 ms with this and :func:`_sum_rows_first` (docs/PERFORMANCE.md).
+    ``torch.var_mean``: Inductor compiles it on CPU to a per-element Welford update, several
+    times slower than plain sums over the same step (compute-bound); with this and
+    :func:`_sum_rows_first` the compiled MPBN-LIF forward + backward at T = 8 went from 10.1 to
+    8.2 ms (docs/PERFORMANCE.md, "What changed in session 4").
     """
     shift = values
     for dim in dims:
