@@ -43,12 +43,19 @@ class TinyNet(nn.Module):
         return self.head(features)
 
 
-def _data() -> tuple[torch.Tensor, torch.Tensor, TinyNet]:
+def _data(zoo: bool = False) -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
+    """Input, targets and model: :class:`TinyNet` on ``[T, B, ...]``, or (``zoo``) a zoo ResNet
+    with channel-wise MPBN on static ``[B, ...]`` images encoded over ``T`` inside."""
     torch.manual_seed(0)
+    if zoo:
+        from tiny_models import tiny_model
+
+        model = tiny_model("resnet20_narrow", T, mpbn="channel").double().train()
+        x = torch.rand(BATCH, *model.input_shape, dtype=torch.float64) * 2
+        return x, torch.randint(0, 5, (BATCH,)), model
     model = TinyNet().double()
     x = torch.randn(T, BATCH, 2, 5, 5, dtype=torch.float64) * 2
-    target = torch.randint(0, 3, (BATCH,))
-    return x, target, model
+    return x, torch.randint(0, 3, (BATCH,)), model
 
 
 def _step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -57,16 +64,18 @@ def _step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return out
 
 
-def _worker(rank: int, port: int, path: str) -> None:
+def _worker(rank: int, port: int, path: str, zoo: bool) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
     try:
-        x, target, model = _data()
+        x, target, model = _data(zoo)
         convert_sync_norms(model)
+        if zoo:
+            model.set_grad_checkpointing(every=2)  # the replay in backward all-reduces again
         ddp = nn.parallel.DistributedDataParallel(model)
         half = BATCH // 2
         part = slice(rank * half, (rank + 1) * half)
-        out = _step(ddp, x[:, part], target[part])
+        out = _step(ddp, x[part] if zoo else x[:, part], target[part])
         torch.save({
             "out": out.detach(),
             "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()},
@@ -82,55 +91,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_with_doubled_batch(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    x, target, model = _data()
-    out = _step(model, x, target)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach())
-    for name, p in model.named_parameters():
-        for r in ranks:
-            torch.testing.assert_close(r["grads"][name], p.grad, msg=f"gradient of {name}")
-    for name, b in model.named_buffers():
-        for r in ranks:
-            torch.testing.assert_close(r["buffers"][name], b, msg=f"buffer {name}")
-
-
-def _zoo_data() -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
-    from tiny_models import tiny_model
-
-    torch.manual_seed(0)
-    model = tiny_model("resnet20_narrow", T, mpbn="channel").double().train()
-    x = torch.rand(BATCH, *model.input_shape, dtype=torch.float64) * 2
-    return x, torch.randint(0, 5, (BATCH,)), model
-
-
-def _checkpointed_worker(rank: int, port: int, path: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=2)
-    try:
-        x, target, model = _zoo_data()
-        convert_sync_norms(model)
-        model.set_grad_checkpointing(every=2)  # the replay in backward all-reduces again
-        ddp = nn.parallel.DistributedDataParallel(model)
-        half = BATCH // 2
-        part = slice(rank * half, (rank + 1) * half)
-        out = _step(ddp, x[part], target[part])
-        torch.save({
-            "out": out.detach(),
-            "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()},
-            "buffers": {n: b.clone() for n, b in model.named_buffers()},
-        }, f"{path}/rank{rank}.pt")
-    finally:
-        cleanup_distributed(synchronize=not sys.exc_info()[0])
-
-
-def test_checkpointing_with_synchronized_norms_equals_one_process(tmp_path):
-    """A zoo ResNet with MPBN, synchronized norms and activation checkpointing on two ranks:
-    the replayed forward's collectives match across ranks, and outputs, gradients and running
-    statistics (updated once, not again by the replay) equal one plain process."""
-    mp.spawn(_checkpointed_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    x, target, model = _zoo_data()
+@pytest.mark.parametrize("zoo", [False, True], ids=["tiny-net", "zoo-resnet-checkpointed"])
+def test_two_processes_equal_one_with_doubled_batch(tmp_path, zoo):
+    """Outputs, gradients and running statistics of two ranks equal one plain process. The zoo
+    case adds activation checkpointing: the replayed forward's collectives must match across
+    ranks, and the replay must not update running statistics a second time."""
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), zoo), nprocs=2, join=True)
+    x, target, model = _data(zoo)
     out = _step(model, x, target)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach())
