@@ -96,6 +96,36 @@ if triton is not None:
         return pidx, v_th, amount
 
     @triton.jit
+    def _reset(u_pre, o, amount, HARD: tl.constexpr):
+        """The potential after the spike test: ``u_pre * (1 - o)`` hard, ``u_pre - o * amount``
+        soft."""
+        if HARD:
+            u = u_pre * (1.0 - o)
+        else:
+            u = u_pre - o * amount
+        return u
+
+    @triton.jit
+    def _grad_spike(g_o, g_u, u_pre, amount, HARD: tl.constexpr, DETACH: tl.constexpr):
+        """``dL/do = grad + g_u * du/do`` with ``du/do = -u_pre`` (hard) or ``-amount`` (soft);
+        ``detach_reset`` drops the term (Eq. 11)."""
+        if not DETACH:
+            if HARD:
+                g_o = g_o - g_u * u_pre
+            else:
+                g_o = g_o - g_u * amount
+        return g_o
+
+    @triton.jit
+    def _grad_through_reset(g_u, o, HARD: tl.constexpr):
+        """``g_u * du/du_pre``: ``1 - o`` after a hard reset, 1 after a soft one."""
+        if HARD:
+            g = g_u * (1.0 - o)
+        else:
+            g = g_u
+        return g
+
+    @triton.jit
     def _lif_forward_kernel(
         c_ptr, spikes_ptr, u_pre_ptr, scale_ptr, shift_ptr, v_th_ptr, amount_ptr,
         steps, numel, inner, num_params, decay,
@@ -122,10 +152,7 @@ if triton is not None:
             tl.store(o_ptrs, o.to(spikes_ptr.dtype.element_ty), mask=mask)
             if SAVE:
                 tl.store(p_ptrs, u_pre.to(u_pre_ptr.dtype.element_ty), mask=mask)
-            if HARD:
-                u = u_pre * (1.0 - o)
-            else:
-                u = u_pre - o * amount
+            u = _reset(u_pre, o, amount, HARD)
             # Pointer steps are 64-bit, so T * numel may exceed 2**31.
             c_ptrs += numel
             o_ptrs += numel
@@ -162,11 +189,7 @@ if triton is not None:
                 v = u_pre
             x = v - v_th
             o = tl.where(x > 0.0, 1.0, 0.0)
-            if not DETACH:  # the reset's dependence on the spike
-                if HARD:
-                    g_o = g_o - g_u * u_pre
-                else:
-                    g_o = g_o - g_u * amount
+            g_o = _grad_spike(g_o, g_u, u_pre, amount, HARD, DETACH)
             g_v = g_o * _surrogate_grad(x, v_th, alpha, coef, SURROGATE)
             if NORM:
                 g_pre = g_v * scale
@@ -174,10 +197,7 @@ if triton is not None:
                 acc_gu += g_v * u_pre
             else:
                 g_pre = g_v
-            if HARD:
-                g_pre += g_u * (1.0 - o)
-            else:
-                g_pre += g_u
+            g_pre += _grad_through_reset(g_u, o, HARD)
             tl.store(d_ptrs, g_pre.to(grad_c_ptr.dtype.element_ty), mask=mask)
             g_u = decay * g_pre
             g_ptrs -= numel
@@ -286,10 +306,7 @@ if triton is not None:
                 x, o = _affine_fire(u_prev, scale, shift, v_th)
                 tl.store(spikes_prev_ptr + offs, o.to(spikes_prev_ptr.dtype.element_ty),
                          mask=mask)
-                if HARD:
-                    u = u_prev * (1.0 - o)
-                else:
-                    u = u_prev - o * amount
+                u = _reset(u_prev, o, amount, HARD)
             if INTEGRATE:
                 c = tl.load(c_ptr + offs, mask=mask, other=0.0).to(tl.float32)
                 u_pre = decay * u + c
@@ -370,29 +387,16 @@ if triton is not None:
                 if HAS_NEXT:  # dL/du[s] = decay * dL/du_pre[s + 1]
                     g_u = decay * tl.load(grad_c_next_ptr + offs, mask=mask,
                                           other=0.0).to(tl.float32)
-                    if not DETACH:
-                        if HARD:
-                            g_o = g_o - g_u * u_pre
-                        else:
-                            g_o = g_o - g_u * amount
+                    g_o = _grad_spike(g_o, g_u, u_pre, amount, HARD, DETACH)
                 g_v = g_o * _surrogate_grad(x, v_th, alpha, coef, SURROGATE)
-                g_pre = g_v * scale - u_pre * k1 + k0
-                if HARD:
-                    g_pre += g_u * (1.0 - o)
-                else:
-                    g_pre += g_u
+                g_pre = g_v * scale - u_pre * k1 + k0 + _grad_through_reset(g_u, o, HARD)
                 tl.store(grad_c_ptr + offs, g_pre.to(grad_c_ptr.dtype.element_ty), mask=mask)
             if BEGIN:
                 u_p = tl.load(u_pre_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
                 g_op = tl.load(grad_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
                 x_p, o_p = _affine_fire(u_p, scale_p, shift_p, v_th)
                 if FINISH:
-                    g_up = decay * g_pre
-                    if not DETACH:
-                        if HARD:
-                            g_op = g_op - g_up * u_p
-                        else:
-                            g_op = g_op - g_up * amount
+                    g_op = _grad_spike(g_op, decay * g_pre, u_p, amount, HARD, DETACH)
                 g_vp = g_op * _surrogate_grad(x_p, v_th, alpha, coef, SURROGATE)
                 acc_g += tl.where(mask, g_vp, 0.0)
                 acc_gx += tl.where(mask, g_vp * (u_p - mean_p), 0.0)
