@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "NORMS",
+    "NORM_ALIASES",
+    "canonical_norm_name",
     "SeqNorm",
     "SeqBatchNorm",
     "ThresholdDependentBN",
@@ -206,7 +208,16 @@ NORMS: dict[str, type[SeqNorm]] = {
     "bntt": BatchNormThroughTime,
     "ln": SeqLayerNorm,
 }
-_ALIASES = {"baseline": "bn", "batchnorm": "bn", "layernorm": "ln"}
+#: Other names accepted for a norm wherever a norm name is read (models, presets, CLI).
+NORM_ALIASES = {"baseline": "bn", "batchnorm": "bn", "layernorm": "ln"}
+
+
+def canonical_norm_name(name: str) -> str:
+    """The :data:`NORMS` key for ``name`` (an alias resolved); a ValueError listing them if none."""
+    key = NORM_ALIASES.get(name, name) if isinstance(name, str) else name
+    if key not in NORMS:
+        raise ValueError(f"unknown norm {name!r}; valid: {', '.join(NORMS)}")
+    return key
 
 
 def create_norm(name: str, num_features: int, *, timesteps: int | None = None,
@@ -221,9 +232,7 @@ def create_norm(name: str, num_features: int, *, timesteps: int | None = None,
         alpha: tdBN's alpha.
         **kwargs: ``eps``, ``momentum``.
     """
-    key = _ALIASES.get(name, name)
-    if key not in NORMS:
-        raise ValueError(f"unknown norm {name!r}; valid: {', '.join(NORMS)}")
+    key = canonical_norm_name(name)
     if key == "tdbn":
         return ThresholdDependentBN(num_features, alpha=alpha, v_threshold=v_threshold, **kwargs)
     if key in ("tebn", "bntt"):
