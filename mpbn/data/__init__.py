@@ -4,7 +4,8 @@ Public API: :func:`create_loaders`, :func:`list_datasets`, :class:`DatasetInfo`,
 :func:`poisson_encode`, :func:`direct_encode`, :class:`DeviceLoader`.
 """
 
-from .encoders import direct_encode, poisson_encode
+from mpbn.functional.encoding import direct_encode, poisson_encode
+
 from .info import DatasetInfo
 from .loaders import DeviceLoader
 from .registry import create_loaders, list_datasets

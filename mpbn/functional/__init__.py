@@ -1,5 +1,6 @@
 """Pure math: neuron steps, surrogate spike functions, norm statistics, threshold folding."""
 
+from mpbn.functional.encoding import direct_encode, poisson_encode
 from mpbn.functional.fold import fold_bn_into_weights, fold_membrane_threshold
 from mpbn.functional.neuron import RESETS, LIFParams, lif_step, run_over_time
 from mpbn.functional.norm import (
@@ -14,11 +15,13 @@ __all__ = [
     "RESETS",
     "SURROGATES",
     "LIFParams",
+    "direct_encode",
     "fold_bn_into_weights",
     "fold_membrane_threshold",
     "lif_step",
     "normalize_with_batch_stats",
     "normalize_with_running_stats",
+    "poisson_encode",
     "run_over_time",
     "spike",
     "surrogate_grad",

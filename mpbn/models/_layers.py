@@ -258,7 +258,7 @@ def split_neuron_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _poisson_encode(x: Tensor, timesteps: int) -> Tensor:
-    from mpbn.data.encoders import poisson_encode
+    from mpbn.functional.encoding import poisson_encode
 
     return poisson_encode(x, timesteps)
 
