@@ -1,4 +1,5 @@
-"""CIFAR-10/100 from the official python-version folders or archives."""
+"""CIFAR-10/100 from the official python-version folders or archives (``"cifar10"``,
+``"cifar100"``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import download, md5sum, report_mismatches
+from .arrays import ArrayDataset, in_memory_loaders
+from .augment import AugmentSpec
+from .download import check_root, download, md5sum, report_mismatches
+from .registry import LoaderRequest, register
 from .safe_pickle import load_pickle
 
 
@@ -63,14 +67,6 @@ CIFAR100 = CifarVariant(
     std=(0.2673, 0.2564, 0.2762),
 )
 VARIANTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
-
-
-@dataclass
-class ArrayDataset:
-    """Images ``[N, C, H, W]`` uint8 and labels ``[N]`` int64 of one split."""
-
-    images: np.ndarray
-    labels: np.ndarray
 
 
 def _decode_batch(blob: bytes, source: str, variant: CifarVariant) -> ArrayDataset:
@@ -187,4 +183,36 @@ def load_cifar(
         return _read_archive(archive, variant, strict_checksum)
     raise FileNotFoundError(
         f"{root}: expected {variant.folder}/ or {variant.archive} (pass download=True to fetch it)"
+    )
+
+
+@register("cifar10")
+@register("cifar100")
+def _build_cifar(request: LoaderRequest):
+    variant = VARIANTS[request.name]
+    check_root(request.root, f"{variant.folder}/ or {variant.archive}", create=request.download)
+    train, test = load_cifar(
+        request.name,
+        request.root,
+        download_missing=request.download,
+        strict_checksum=request.strict_checksum,
+    )
+    cutout = 16 if request.cutout is None else request.cutout
+    if cutout < 0:
+        raise ValueError(f"cutout must be >= 0 pixels, got {cutout}")
+    spec = AugmentSpec(crop_padding=4, flip=True, cutout=cutout, autoaugment=request.autoaugment)
+    return in_memory_loaders(
+        request,
+        train,
+        test,
+        spec=spec,
+        mean=variant.mean,
+        std=variant.std,
+        layout="image",
+        scale=1 / 255,
+        num_classes=variant.num_classes,
+        input_shape=(3, 32, 32),
+        kind="static",
+        timesteps=None,
+        split=f"{request.name}:official-train/test",
     )

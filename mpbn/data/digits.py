@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cifar import ArrayDataset
+from .arrays import ArrayDataset, channel_stats, in_memory_loaders
+from .augment import AugmentSpec
+from .registry import LoaderRequest, register
+from .sampling import stratified_split_mask
 
 # The split never depends on the user's seed, so accuracies of different seeds share a test set.
 SPLIT_SEED = 0
@@ -29,18 +32,32 @@ def load_digits_split() -> tuple[ArrayDataset, ArrayDataset]:
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)
-    test_mask = _stratified_test_mask(labels, TEST_FRACTION, SPLIT_SEED)
+    test_mask = stratified_split_mask(labels, TEST_FRACTION, SPLIT_SEED)
     return (
         ArrayDataset(images[~test_mask], labels[~test_mask]),
         ArrayDataset(images[test_mask], labels[test_mask]),
     )
 
 
-def _stratified_test_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Mark ``round(fraction * class_count)`` seeded samples of every class as test."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), dtype=bool)
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        mask[rng.permutation(members)[: int(round(fraction * len(members)))]] = True
-    return mask
+@register("digits")
+def _build_digits(request: LoaderRequest):
+    train, test = load_digits_split()
+    # Statistics of the fixed training split; 8x8 digits get a 1-px crop and no flip (a mirrored
+    # 2 is not a 2) and no Cutout (a 16-px hole would erase the digit).
+    mean, std = channel_stats(train.images)
+    spec = AugmentSpec(crop_padding=1, flip=False, cutout=0, autoaugment=request.autoaugment)
+    return in_memory_loaders(
+        request,
+        train,
+        test,
+        spec=spec,
+        mean=mean,
+        std=std,
+        layout="image",
+        scale=1 / 255,
+        num_classes=10,
+        input_shape=(1, 8, 8),
+        kind="static",
+        timesteps=None,
+        split="digits:stratified-80/20-seed0",
+    )

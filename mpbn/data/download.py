@@ -1,4 +1,5 @@
-"""Downloads with MD5 verification, and checksum policy for local copies."""
+"""Dataset files on disk: the root check, downloads with MD5 verification, and the checksum
+policy for local copies."""
 
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ DEFAULT_TIMEOUT_S = 60.0
 
 class DownloadError(RuntimeError):
     """A file could not be fetched; the message says where to place it by hand."""
+
+
+def check_root(root: Path, expected: str, *, create: bool = False) -> None:
+    """Raise a one-line ``FileNotFoundError`` unless ``root`` is an existing folder.
+
+    Args:
+        root: Dataset folder.
+        expected: What should be in it, for the message.
+        create: Create ``root`` first (a download is about to fill it).
+    """
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist: expected {expected}")
 
 
 def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import ArrayDataset, in_memory_loaders
 from .augment import AugmentSpec
-from .cifar import ArrayDataset
+from .download import check_root
 from .events import (
     DVS128_SENSOR,
     NMNIST_SENSOR,
@@ -29,7 +30,8 @@ from .events import (
     read_nmnist,
     resize_frames,
 )
-from .registry import LoaderRequest, check_root, in_memory_loaders, register
+from .registry import LoaderRequest, register
+from .sampling import take_samples
 
 CIFAR10_DVS_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -189,8 +191,8 @@ def _resolve_timesteps(request: LoaderRequest) -> int:
 def _event_loaders(request, train, test, *, reader, sensor, size, spec, num_classes, split):
     timesteps = _resolve_timesteps(request)
     # Subsets are drawn before frames are built so reduced-scale runs read only what they use.
-    train = _subset(train, request.train_subset, request.seed)
-    test = _subset(test, request.test_subset, request.seed)
+    train = take_samples(train, [s.label for s in train], request.train_subset, request.seed)
+    test = take_samples(test, [s.label for s in test], request.test_subset, request.seed)
     arrays = [
         ArrayDataset(
             cached_frames(
@@ -207,13 +209,6 @@ def _event_loaders(request, train, test, *, reader, sensor, size, spec, num_clas
         scale=scale, num_classes=num_classes, input_shape=(2, *size), kind="sequence",
         timesteps=timesteps, split=split,
     )  # fmt: skip
-
-
-def _subset(samples: list[EventSample], size: int | None, seed: int) -> list[EventSample]:
-    from .sampling import subset_indices
-
-    labels = np.array([s.label for s in samples], dtype=np.int64)
-    return [samples[i] for i in subset_indices(labels, size, seed)]
 
 
 @register("cifar10-dvs")

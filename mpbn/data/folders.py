@@ -18,9 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import normalize
+from .download import check_root
 from .info import DatasetInfo
-from .registry import LoaderRequest, check_root, register
-from .sampling import derive_seed, epoch_indices, subset_indices
+from .registry import LoaderRequest, register
+from .sampling import derive_seed, epoch_indices, take_samples
 
 try:
     from PIL import Image, UnidentifiedImageError
@@ -259,11 +260,6 @@ def list_tiny_imagenet(root: Path) -> tuple[list, list, list[str]]:
     return train, val, names
 
 
-def _subset(samples: list, size: int | None, seed: int) -> list:
-    labels = np.array([label for _, label in samples], dtype=np.int64)
-    return [samples[i] for i in subset_indices(labels, size, seed)]
-
-
 def _folder_loaders(request, train, val, names, *, size, resize, mean, std, split):
     if Image is None:
         raise ImportError(f"{request.name} needs Pillow: pip install pillow")
@@ -271,8 +267,8 @@ def _folder_loaders(request, train, val, names, *, size, resize, mean, std, spli
         raise NotImplementedError("autoaugment is implemented for in-memory sets only")
     if not train or not val:
         raise FileNotFoundError(f"{request.root}: found no images (.JPEG/.jpg/.png)")
-    train = _subset(train, request.train_subset, request.seed)
-    val = _subset(val, request.test_subset, request.seed)
+    train = take_samples(train, [label for _, label in train], request.train_subset, request.seed)
+    val = take_samples(val, [label for _, label in val], request.test_subset, request.seed)
     train_transform = FolderTransform(size=size, train=request.augment, resize=resize)
     common = dict(
         device=request.device,

@@ -1,4 +1,4 @@
-"""MNIST IDX files (plain or gzipped), the source of Sequential MNIST."""
+"""MNIST IDX files (plain or gzipped), the source of Sequential MNIST (``"smnist"``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar import ArrayDataset
-from .download import download, md5sum, report_mismatches
+from .arrays import ArrayDataset, in_memory_loaders
+from .download import check_root, download, md5sum, report_mismatches
+from .registry import LoaderRequest, register
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 # Published MD5s of the gzipped files (as torchvision lists them).
@@ -113,3 +114,36 @@ def load_mnist(
         splits.append(ArrayDataset(images[:, None].copy(), labels.astype(np.int64)))
     report_mismatches(mismatches, strict=strict_checksum)
     return splits[0], splits[1]
+
+
+@register("smnist")
+def _build_smnist(request: LoaderRequest):
+    if request.timesteps not in (None, 784):
+        raise ValueError(
+            f"smnist feeds one pixel per step, so timesteps must be None or 784, "
+            f"got {request.timesteps}"
+        )
+    if request.autoaugment:
+        raise ValueError("autoaugment is not defined for smnist (pixel sequences)")
+    check_root(
+        request.root, "MNIST IDX files (train-images-idx3-ubyte[.gz], ...)", create=request.download
+    )
+    train, test = load_mnist(
+        request.root, download_missing=request.download, strict_checksum=request.strict_checksum
+    )
+    # No augmentation: shifting a pixel sequence is not the task the benchmark measures.
+    return in_memory_loaders(
+        request,
+        train,
+        test,
+        spec=None,
+        mean=None,
+        std=None,
+        layout="pixels",
+        scale=1 / 255,
+        num_classes=10,
+        input_shape=(1,),
+        kind="sequence",
+        timesteps=784,
+        split="smnist:official-train/test",
+    )

@@ -1,16 +1,25 @@
-"""Seeded, shardable epoch orders shared by all loaders.
+"""Seeded, shardable epoch orders and class-stratified draws shared by all datasets.
 
 Every random stream is derived from ``(seed, epoch[, rank])`` so that after ``set_epoch(e)`` an
 epoch is replayed exactly (resume equals uninterrupted), and ranks of a distributed job agree on
 the permutation while drawing independent augmentations.
+
+This module holds the one copy of each draw: :func:`subset_indices` is the ``train_subset`` /
+``test_subset`` of every dataset (through :func:`take_samples` for file lists and
+:func:`mpbn.data.arrays.take_subset` for arrays), and :func:`stratified_split_mask` is the fixed
+test split of a set that ships without one (digits).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
+
+Sample = TypeVar("Sample")
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -103,3 +112,40 @@ def subset_indices(
         for label, take in zip(classes, quota, strict=True)
     ]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def take_samples(
+    samples: Sequence[Sample], labels: Sequence[int], size: int | None, seed: int
+) -> list[Sample]:
+    """The :func:`subset_indices` subset of a list of samples (file paths, event files).
+
+    Args:
+        samples: One entry per sample.
+        labels: The class of each entry.
+        size: Subset size, or ``None`` for all samples.
+        seed: Seed of the draw.
+
+    Returns:
+        The chosen samples in their original order.
+    """
+    index = subset_indices(np.array(labels, dtype=np.int64), size, seed)
+    return [samples[i] for i in index]
+
+
+def stratified_split_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Mark ``round(fraction * class_count)`` seeded samples of every class (the test split).
+
+    Args:
+        labels: Integer labels ``[N]``.
+        fraction: Share of each class to mark.
+        seed: Seed of ``np.random.default_rng``; one permutation per class, in label order.
+
+    Returns:
+        Boolean mask ``[N]``, ``True`` for the marked samples.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        mask[rng.permutation(members)[: int(round(fraction * len(members)))]] = True
+    return mask

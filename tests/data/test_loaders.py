@@ -2,7 +2,7 @@ import torch
 
 from mpbn.data import DeviceLoader
 from mpbn.data.augment import AugmentSpec
-from mpbn.data.sampling import epoch_indices, subset_indices
+from mpbn.data.sampling import epoch_indices
 
 
 def _loader(n=50, batch_size=8, **kwargs):
@@ -113,13 +113,3 @@ def test_pixels_layout_is_raster_order():
     assert x.shape == (16, 2, 1)
     assert x[:, 1, 0].tolist() == list(range(16, 32))
 
-
-def test_stratified_subset_keeps_proportions_and_is_seeded():
-    labels = torch.arange(1000).remainder(4).numpy()
-    labels[:400] = 0
-    index = subset_indices(labels, 100, seed=3)
-    assert len(index) == 100 and len(set(index.tolist())) == 100
-    counts = torch.bincount(torch.from_numpy(labels[index]), minlength=4).tolist()
-    assert counts == [55, 15, 15, 15]
-    assert (index == subset_indices(labels, 100, seed=3)).all()
-    assert not (index == subset_indices(labels, 100, seed=4)).all()

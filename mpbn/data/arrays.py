@@ -1,0 +1,112 @@
+"""In-memory datasets: the arrays of one split, and their wrapping into device loaders.
+
+Every dataset small enough to live on the device (digits, CIFAR, MNIST, event frames) is read
+into an :class:`ArrayDataset` per split by its own module, then handed to
+:func:`in_memory_loaders`, which draws the requested subsets and builds two
+:class:`~mpbn.data.loaders.DeviceLoader` objects plus the :class:`~mpbn.data.info.DatasetInfo`.
+This is its own module, not part of ``loaders.py``, because it needs the registry's
+:class:`~mpbn.data.registry.LoaderRequest`: ``DeviceLoader`` stays usable on bare tensors
+(benchmarks, tests) without the registry, and the registry itself imports no dataset code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .augment import AugmentSpec
+from .info import DatasetInfo
+from .loaders import DeviceLoader
+from .registry import LoaderRequest
+from .sampling import subset_indices
+
+
+@dataclass
+class ArrayDataset:
+    """Images ``[N, C, H, W]`` uint8 and labels ``[N]`` int64 of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def take_subset(data: ArrayDataset, size: int | None, seed: int) -> ArrayDataset:
+    """Seeded class-stratified subset (the whole set, not a copy, when ``size`` is ``None``).
+
+    The draw is :func:`~mpbn.data.sampling.subset_indices`, the one used for file lists too.
+    """
+    index = subset_indices(data.labels, size, seed)
+    if len(index) == len(data.labels):
+        return data
+    return ArrayDataset(data.images[index], data.labels[index])
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images ``[N, C, H, W]`` scaled to ``[0, 1]``, rounded
+    to 4 decimals."""
+    scaled = images.astype(np.float64) / 255.0
+    axes = (0, 2, 3)
+    mean = tuple(round(float(v), 4) for v in scaled.mean(axis=axes))
+    std = tuple(round(float(v), 4) for v in scaled.std(axis=axes))
+    return mean, std
+
+
+def in_memory_loaders(
+    request: LoaderRequest,
+    train: ArrayDataset,
+    test: ArrayDataset,
+    *,
+    spec: AugmentSpec | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    layout: str,
+    scale: float,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    kind: str,
+    timesteps: int | None,
+    split: str,
+) -> tuple[DeviceLoader, DeviceLoader, DatasetInfo]:
+    """Wrap two in-memory splits into :class:`DeviceLoader` objects plus their info."""
+    train = take_subset(train, request.train_subset, request.seed)
+    test = take_subset(test, request.test_subset, request.seed)
+    common = dict(
+        device=request.device,
+        mean=mean,
+        std=std,
+        scale=scale,
+        layout=layout,
+        seed=request.seed,
+        rank=request.rank,
+        world_size=request.world_size,
+    )
+    train_loader = DeviceLoader(
+        torch.from_numpy(np.ascontiguousarray(train.images)),
+        torch.from_numpy(train.labels),
+        batch_size=request.batch_size,
+        shuffle=True,
+        augment=spec if request.augment else None,
+        **common,
+    )
+    test_loader = DeviceLoader(
+        torch.from_numpy(np.ascontiguousarray(test.images)),
+        torch.from_numpy(test.labels),
+        batch_size=request.eval_batch_size,
+        shuffle=False,
+        augment=None,
+        **common,
+    )
+    info = DatasetInfo(
+        name=request.name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        mean=mean,
+        std=std,
+        kind=kind,
+        timesteps=timesteps,
+        split=split,
+        num_train=len(train.labels),
+        num_test=len(test.labels),
+    )
+    return train_loader, test_loader, info
