@@ -54,14 +54,15 @@ def poisson_encode(
     for each pixel in the image with frequency proportional to the pixel intensity"; the
     constant of proportionality is a choice:
 
-    * ``rate_scale=1.0`` (default): ``p = clamp(|x|, 0, 1)``, the usual Bernoulli rate code
-      for intensities in ``[0, 1]`` (Roy et al. 2019, which BNTT cites), and this library's
-      behaviour since its first release (the golden outputs are recorded with it).
+    * ``rate_scale=1.0`` (default): ``p = clamp(|x|, 0, 1)``, the plain Bernoulli rate code
+      (rate = intensity for intensities in ``[0, 1]``), and this library's behaviour since its
+      first release (the golden outputs are recorded with it).
     * ``rate_scale=0.5``: the BNTT authors' public code, ``PoissonGen(inp, rescale_fac=2.0)``
-      in their ``model.py``, which fires when ``rand * 2.0 <= |x|``, i.e. ``p = clamp(|x|/2,
-      0, 1)``. Their inputs are CIFAR images standardized with ``Normalize(mean, (0.2023,
-      0.1994, 0.2010))`` (``train.py``), so ``|x|`` reaches about 2.75 and the factor 1/2 keeps
-      most pixels below saturation. Pass it to reproduce their code exactly.
+      (``model.py`` lines 27-29 of their repository at commit ``bdf5250``), which fires when
+      ``rand * 2.0 <= |x|``, i.e. ``p = clamp(|x| / 2, 0, 1)``. Their inputs are CIFAR images
+      standardized with ``Normalize(mean, (0.2023, 0.1994, 0.2010))`` (``train.py``), so
+      ``|x|`` reaches about 2.75; the factor 1/2 maps ``|x| <= 2`` onto rates up to 1. Pass it
+      to reproduce their code exactly (same uniform draw, same spikes).
 
     Args:
         x: Input batch ``[B, ...]``.

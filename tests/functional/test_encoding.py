@@ -57,8 +57,9 @@ def test_poisson_gradient_is_straight_through_of_the_expectation():
     x = torch.tensor([-1.5, -0.5, 0.0, 0.3, 0.9, 2.0], requires_grad=True)
     g = torch.Generator().manual_seed(0)
     spikes = poisson_encode(x, 5, generator=g)
-    assert torch.equal(spikes.detach(), poisson_encode(x.detach(), 5,
-                                                       generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(
+        spikes.detach(), poisson_encode(x.detach(), 5, generator=torch.Generator().manual_seed(0))
+    )
     (grad,) = torch.autograd.grad(spikes.sum(), x)
     assert grad.tolist() == [0.0, 5.0, 5.0, 5.0, 5.0, 0.0]
 
@@ -98,12 +99,17 @@ def test_poisson_rate_scale_half_is_the_bntt_code_rate():
 
 @pytest.mark.parametrize("rescale_fac", [1.0, 2.0])
 def test_poisson_equals_the_authors_formula_draw_for_draw(rescale_fac):
-    x = torch.cat([torch.randn(500, generator=torch.Generator().manual_seed(0)) * 1.5,
-                   torch.tensor([0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5])])
+    x = torch.cat(
+        [
+            torch.randn(500, generator=torch.Generator().manual_seed(0)) * 1.5,
+            torch.tensor([0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5]),
+        ]
+    )
     rand = torch.rand((7, *x.shape), generator=torch.Generator().manual_seed(4))
     want = _bntt_poisson_gen(x, rand, rescale_fac)
-    got = poisson_encode(x, 7, generator=torch.Generator().manual_seed(4),
-                         rate_scale=1.0 / rescale_fac)
+    got = poisson_encode(
+        x, 7, generator=torch.Generator().manual_seed(4), rate_scale=1.0 / rescale_fac
+    )
     assert torch.equal(got, want)
 
 
