@@ -49,7 +49,7 @@ from mpbn.analysis._common import (
     write_csv,
     write_json,
 )
-from mpbn.layers.neuron import LIF
+from mpbn.layers.recording import SpikeRecord, record_spikes
 
 __all__ = ["LayerSpikes", "SynapticLayer", "Activity", "event_map", "synaptic_ops",
            "ann_macs", "measure_activity", "plot_spikes", "analyze_spikes"]
@@ -168,21 +168,18 @@ def _is_integrating_head(module: nn.Module) -> bool:
     return isinstance(getattr(module, "linear", None), nn.Linear) and hasattr(module, "pool")
 
 
-class _Recorder:
-    """Forward hooks that accumulate spikes and SOPs over several batches."""
+class _SynapseRecorder:
+    """Forward hooks that accumulate SOPs/MACs over several batches (spikes: record_spikes)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.spikes: dict[str, LayerSpikes] = {}
         self.synapses: dict[str, SynapticLayer] = {}
         self.batch = 1
         self.first_call = True
         self.handles: list[Any] = []
         head_linears = set()
         for name, m in model.named_modules():
-            if isinstance(m, LIF):
-                self.handles.append(m.register_forward_hook(self._lif_hook(name)))
-            elif _is_integrating_head(m):
+            if _is_integrating_head(m):
                 head_linears.add(id(m.linear))
                 self.handles.append(m.register_forward_hook(self._head_hook(name)))
         for name, m in model.named_modules():
@@ -199,13 +196,6 @@ class _Recorder:
             values.extend([0.0] * (len(new) - len(values)))
         for i, v in enumerate(new):
             values[i] += v
-
-    def _lif_hook(self, name: str) -> Any:
-        def hook(module: nn.Module, inputs: Any, out: Tensor) -> None:
-            layer = self.spikes.setdefault(name, LayerSpikes(name, math.prod(out.shape[2:])))
-            per_step = out.detach().abs().flatten(1).sum(1).double().tolist()
-            self._add(layer.spikes_per_step, per_step)
-        return hook
 
     def _head_hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: Any, out: Tensor) -> None:
@@ -253,20 +243,26 @@ def measure_activity(model: nn.Module, x: Tensor, *, batch_size: int = 256,
         timesteps: Run only this many steps; ``None``: the model's ``timesteps``.
         seed: RNG seed during the run (Poisson encoding).
     """
-    recorder = _Recorder(model)
+    recorder = _SynapseRecorder(model)
     dummy_y = torch.zeros(batch_size_of(x, model), dtype=torch.long)
     try:
-        with eval_mode(model), seeded(seed):
+        with eval_mode(model), seeded(seed), record_spikes(model, keep="counts") as record:
             for xb, _ in chunks(x, dummy_y, model, batch_size):
                 recorder.batch = batch_size_of(xb, model)
                 recorder.first_call = True
                 forward_logits(model, xb, timesteps)
     finally:
         recorder.remove()
-    steps = max((len(s.spikes_per_step) for s in recorder.spikes.values()), default=0)
-    return Activity(n_samples=int(dummy_y.shape[0]), timesteps=steps,
-                    spikes=list(recorder.spikes.values()),
+    spikes = _layer_spikes(record)
+    steps = max((len(s.spikes_per_step) for s in spikes), default=0)
+    return Activity(n_samples=int(dummy_y.shape[0]), timesteps=steps, spikes=spikes,
                     synapses=list(recorder.synapses.values()))
+
+
+def _layer_spikes(record: SpikeRecord) -> list[LayerSpikes]:
+    """Per LIF layer in order of first call: its neurons and total spikes at each step."""
+    return [LayerSpikes(name, record.neurons[name], per_step.tolist())
+            for name, per_step in record.spikes_per_step.items()]
 
 
 def plot_spikes(activities: dict[str, Activity], out_dir: str | Path,

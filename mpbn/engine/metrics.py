@@ -13,13 +13,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from mpbn.layers.neuron import LIF
+from mpbn.layers.recording import SpikeRecord, record_spikes
 
 __all__ = ["SpikeRateMeter", "MetricsWriter", "mean_std", "git_commit"]
 
 
 class SpikeRateMeter:
-    """Mean firing rate of all LIF layers, measured with forward hooks.
+    """Mean firing rate of all LIF layers (:func:`mpbn.layers.record_spikes`, ``keep="total"``).
 
     The rate is total spikes over total neuron-steps of every LIF output seen while
     :meth:`measure` is active (so larger layers weigh more, as in an energy estimate).
@@ -27,29 +27,26 @@ class SpikeRateMeter:
     """
 
     def __init__(self) -> None:
-        self.spikes: Tensor | None = None
-        self.total = 0
+        self.record = SpikeRecord(keep="total")
 
-    def _hook(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        s = output.detach().float().sum()
-        self.spikes = s if self.spikes is None else self.spikes + s
-        self.total += output.numel()
+    @property
+    def spikes(self) -> Tensor | None:
+        """Total spikes so far (0-dim, on the device), ``None`` before any LIF call."""
+        return self.record.total_spikes
+
+    @property
+    def total(self) -> int:
+        """Neuron-steps summed into :attr:`spikes`."""
+        return self.record.neuron_steps
 
     @contextmanager
     def measure(self, model: nn.Module) -> Iterator[SpikeRateMeter]:
-        handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                   if isinstance(m, LIF)]
-        try:
+        with record_spikes(model, keep="total", into=self.record):
             yield self
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @property
     def rate(self) -> float:
-        if self.spikes is None or self.total == 0:
-            return 0.0
-        return float(self.spikes) / self.total
+        return self.record.rate
 
 
 class MetricsWriter:

@@ -55,9 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mpbn.layers.neuron import LIF
-from mpbn.layers.norm import SeqNorm
-from mpbn.models._layers import ConvNorm, IntegratingClassifier, PerStep, SpikingNet
+from mpbn.layers import LIF, ConvNorm, IntegratingClassifier, PerStep, SeqNorm
+from mpbn.models import BasicBlock, SpikingNet
 
 __all__ = ["to_nir", "simulate_nir", "write_nir", "read_nir", "NIRExportError"]
 
@@ -129,8 +128,8 @@ def _weight_node(name: str, module: ConvNorm, in_shape: tuple) -> Any:
     nir = _nir()
     if not isinstance(module.norm, nn.Identity):
         kind = type(module.norm).__name__
-        why = ("fold the model first (mpbn.fold)" if getattr(module.norm, "folds_into_weights",
-                                                               False)
+        folds = isinstance(module.norm, SeqNorm) and module.norm.folds_into_weights
+        why = ("fold the model first (mpbn.fold)" if folds
                else "NIR has no normalization node, and this one cannot fold into weights")
         raise NIRExportError(f"layer '{name}.norm' ({kind}): {why}")
     conv = module.conv
@@ -177,9 +176,6 @@ class _GraphBuilder:
 
     def emit(self, name: str, module: nn.Module, src: str, shape: tuple) -> tuple[str, tuple]:
         nir = _nir()
-        # Imported here: the models package imports layers, never the exporter.
-        from mpbn.models.resnet import BasicBlock
-
         if isinstance(module, ConvNorm):
             node = _weight_node(name, module, shape)
         elif isinstance(module, LIF):

@@ -12,22 +12,29 @@ from mpbn.layers.norm import (
     ThresholdDependentBN,
     create_norm,
 )
+from mpbn.layers.recording import SpikeRecord, record_spikes
+from mpbn.layers.sequence import ConvNorm, IntegratingClassifier, PerStep
 
 __all__ = [
     "LIF",
     "MEMBRANE_NORMS",
     "NORMS",
     "BatchNormThroughTime",
+    "ConvNorm",
     "FoldWarning",
+    "IntegratingClassifier",
     "MembraneBN",
+    "PerStep",
     "SeqBatchNorm",
     "SeqLayerNorm",
     "SeqNorm",
     "SpikeMismatch",
+    "SpikeRecord",
     "TemporalEffectiveBN",
     "ThresholdDependentBN",
     "create_neuron",
     "create_norm",
     "fold",
+    "record_spikes",
     "spike_mismatch",
 ]

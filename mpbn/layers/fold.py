@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from mpbn.functional.fold import fold_membrane_threshold
+from mpbn.functional.fold import fold_bn_into_weights, fold_membrane_threshold
 from mpbn.layers.neuron import LIF
+from mpbn.layers.norm import SeqLayerNorm, SeqNorm
+from mpbn.layers.recording import record_spikes
+from mpbn.layers.sequence import ConvNorm
 
-__all__ = ["fold", "fold_membrane_norms", "FOLD_PASSES", "SpikeMismatch", "spike_mismatch",
-           "FoldWarning"]
+__all__ = ["fold", "fold_membrane_norms", "fold_norms_into_weights", "FOLD_PASSES",
+           "SpikeMismatch", "spike_mismatch", "FoldWarning", "warn_unfolded"]
 
 
 class FoldWarning(UserWarning):
@@ -64,16 +67,13 @@ def fold_membrane_norms(model: nn.Module) -> list[str]:
     return folded
 
 
-#: Passes :func:`fold` runs in order on the copy; each folds in place and returns what it did.
-#: The model zoo appends the pass that folds shared-statistics BN into conv/linear weights.
-FOLD_PASSES: list[Callable[[nn.Module], list[str]]] = [fold_membrane_norms]
-
-
 def fold(module: nn.Module) -> nn.Module:
     """Return a folded, eval-mode copy of ``module`` (a single neuron or a whole model).
 
     Every MPBN neuron becomes a plain LIF with a per-channel or per-element threshold (MPBN
-    Sec. 4.2) using the running statistics. ``module`` itself is not modified.
+    Sec. 4.2) using the running statistics, and every shared-statistics norm of a
+    :class:`~mpbn.layers.sequence.ConvNorm` is folded into its conv's weights (the passes of
+    :data:`FOLD_PASSES`). ``module`` itself is not modified.
     """
     if isinstance(module, LIF):
         return _fold_neuron(module).eval() if module.membrane_norm is not None \
@@ -104,16 +104,6 @@ class SpikeMismatch:
         return self.total_mismatches / total if total else 0.0
 
 
-def _record_spikes(model: nn.Module) -> tuple[list[tuple[str, Tensor]], list]:
-    records: list[tuple[str, Tensor]] = []
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, LIF):
-            handles.append(module.register_forward_hook(
-                lambda m, i, o, name=name: records.append((name, o.detach()))))
-    return records, handles
-
-
 @torch.no_grad()
 def spike_mismatch(reference: nn.Module, candidate: nn.Module, *inputs: Tensor,
                    seed: int | None = None) -> SpikeMismatch:
@@ -130,18 +120,17 @@ def spike_mismatch(reference: nn.Module, candidate: nn.Module, *inputs: Tensor,
     """
     report = SpikeMismatch()
     modes = (reference.training, candidate.training)
-    ref_records, h1 = _record_spikes(reference)
-    cand_records, h2 = _record_spikes(candidate)
     try:
-        reference.eval()
-        candidate.eval()
-        out_ref = _run_seeded(reference, inputs, seed)
-        out_cand = _run_seeded(candidate, inputs, seed)
+        with record_spikes(reference, keep="tensors") as ref, \
+                record_spikes(candidate, keep="tensors") as cand:
+            reference.eval()
+            candidate.eval()
+            out_ref = _run_seeded(reference, inputs, seed)
+            out_cand = _run_seeded(candidate, inputs, seed)
     finally:
-        for handle in h1 + h2:
-            handle.remove()
         reference.train(modes[0])
         candidate.train(modes[1])
+    ref_records, cand_records = ref.outputs, cand.outputs
     if len(ref_records) != len(cand_records):
         raise ValueError(
             f"models called different numbers of neurons: {len(ref_records)} vs {len(cand_records)}"
@@ -174,15 +163,8 @@ def warn_unfolded(kind: str, names: list[str]) -> None:
         )
 
 
-# --- Folding shared-statistics BN into the preceding conv/linear (appended by the model zoo) ---
-
-_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _fold_norm_into_layer(layer: nn.Module, norm: nn.Module) -> None:
+def _fold_norm_into_layer(layer: nn.Module, norm: SeqNorm) -> None:
     """Update ``layer`` in place so that ``layer(x) == norm(layer_old(x))`` in eval mode."""
-    from mpbn.functional.fold import fold_bn_into_weights
-
     weight, bias = fold_bn_into_weights(
         layer.weight, layer.bias, norm.running_mean, norm.running_var, norm.weight, norm.bias,
         norm.eps, scale=norm.fold_scale(),
@@ -199,31 +181,27 @@ def _fold_norm_into_layer(layer: nn.Module, norm: nn.Module) -> None:
 def fold_norms_into_weights(model: nn.Module) -> list[str]:
     """Fold, in place, every shared-statistics norm that directly follows a conv/linear layer.
 
-    A module that declares ``norm_follows_conv = True`` and has children ``conv`` (a conv or
-    linear layer) and ``norm`` (applied directly to ``conv``'s output, e.g.
-    :class:`mpbn.models.ConvNorm`) gets ``conv`` updated with ``W' = W s``,
-    ``b' = (b - mu) s + beta``, ``s = scale * gamma / sqrt(var + eps)``
+    Every :class:`~mpbn.layers.sequence.ConvNorm` (its ``norm`` acts directly on its ``conv``'s
+    output) whose norm has :attr:`~mpbn.layers.norm.SeqNorm.folds_into_weights` (plain BN,
+    tdBN: in eval mode the same affine map of the input at every step) gets ``conv`` updated
+    with ``W' = W s``, ``b' = (b - mu) s + beta``, ``s = scale * gamma / sqrt(var + eps)``
     (:func:`mpbn.functional.fold.fold_bn_into_weights`) and ``norm`` replaced by
-    :class:`nn.Identity`. This is exact in eval mode for norms with ``folds_into_weights``
-    (plain BN, tdBN): their output is the same affine map of the input at every step.
+    :class:`nn.Identity`; exact in eval mode.
 
     Norms that cannot fold stay and are reported with a :class:`FoldWarning`: time-varying ones
-    (BNTT, TEBN), per-sample ones (LayerNorm), and shared-statistics BN with no known preceding
-    conv/linear layer.
+    (BNTT, TEBN), per-sample ones (LayerNorm), and shared-statistics BN outside a
+    :class:`~mpbn.layers.sequence.ConvNorm` (no known preceding conv/linear layer).
 
     Returns:
         Names of the norms that were folded.
     """
-    from mpbn.layers.norm import SeqLayerNorm, SeqNorm
-
     folded: list[str] = []
     for name, module in list(model.named_modules()):
-        if not getattr(module, "norm_follows_conv", False):
+        if not isinstance(module, ConvNorm):
             continue
-        layer, norm = getattr(module, "conv", None), getattr(module, "norm", None)
-        if (isinstance(layer, _WEIGHT_LAYERS) and isinstance(norm, SeqNorm)
-                and norm.folds_into_weights):
-            _fold_norm_into_layer(layer, norm)
+        norm = module.norm
+        if isinstance(norm, SeqNorm) and norm.folds_into_weights:
+            _fold_norm_into_layer(module.conv, norm)
             module.norm = nn.Identity()
             folded.append(f"{name}.norm" if name else "norm")
     time_varying, per_sample, stranded = [], [], []
@@ -248,5 +226,6 @@ def fold_norms_into_weights(model: nn.Module) -> list[str]:
     return folded
 
 
-FOLD_PASSES.append(fold_norms_into_weights)
-__all__ += ["fold_norms_into_weights", "warn_unfolded"]
+#: Passes :func:`fold` runs in order on the copy; each folds in place and returns what it did.
+FOLD_PASSES: list[Callable[[nn.Module], list[str]]] = [fold_membrane_norms,
+                                                       fold_norms_into_weights]

@@ -12,16 +12,11 @@ from typing import Any
 
 from torch import nn
 
-from mpbn.models._layers import (
-    ConvNorm,
-    IntegratingClassifier,
-    LayerFactories,
-    SpikingNet,
-    make_factories,
-    split_neuron_kwargs,
-)
+from mpbn.layers.sequence import ConvNorm, IntegratingClassifier
 from mpbn.models._registry import register_model
-from mpbn.models.vgg import BNTT_NEURON
+from mpbn.models.base import SpikingNet
+from mpbn.models.factories import LayerFactories, make_factories, split_neuron_kwargs
+from mpbn.recipes import BNTT_NEURON
 
 __all__ = ["SpikingMLP"]
 
@@ -60,14 +55,21 @@ class SpikingMLP(SpikingNet):
 @register_model
 def fc_smnist(*, num_classes: int = 10, timesteps: int = 784, norm: str = "bntt",
               mpbn: str | None = None, neuron: Mapping[str, Any] | None = None,
-              in_features: int = 1, hidden: Sequence[int] = (256, 256),
-              encoding: str = "sequence", bias: bool = False, **kwargs: Any) -> SpikingMLP:
+              in_features: int | None = None, hidden: Sequence[int] = (256, 256),
+              encoding: str = "sequence", bias: bool = False, in_channels: int | None = None,
+              **kwargs: Any) -> SpikingMLP:
     """BNTT's Sequential-MNIST net FC(1,256)-FC(256,256)-FC(256,10) (BNTT Table 3).
 
     ``timesteps`` is the sequence length (784 pixels); BNTT keeps one set of statistics per step.
+    ``in_features`` (default 1) is the size of one step; ``in_channels``, the name the conv nets
+    use and the training engine passes for every model, is accepted as the same.
     """
     overrides = split_neuron_kwargs(kwargs)
     if kwargs:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+    if in_features is not None and in_channels is not None and in_features != in_channels:
+        raise ValueError(f"in_features={in_features} and in_channels={in_channels} disagree "
+                         "(both are the size of one step)")
+    in_features = in_features or in_channels or 1
     layers = make_factories(norm, mpbn, timesteps, neuron, BNTT_NEURON, overrides)
     return SpikingMLP(in_features, tuple(hidden), layers, num_classes, timesteps, encoding, bias)

@@ -24,24 +24,18 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from mpbn.models._layers import (
-    ConvNorm,
-    IntegratingClassifier,
+from mpbn.layers.sequence import ConvNorm, IntegratingClassifier, PerStep
+from mpbn.models._registry import register_model
+from mpbn.models.base import SpikingNet, conv_out_size, init_weights
+from mpbn.models.factories import (
     LayerFactories,
-    PerStep,
-    SpikingNet,
-    conv_out_size,
-    init_weights,
     make_factories,
     split_neuron_kwargs,
     tdbn_residual_alpha,
 )
-from mpbn.models._registry import register_model
+from mpbn.recipes import MPBN_NEURON
 
 __all__ = ["BasicBlock", "SpikingResNet"]
-
-#: LIF settings of MPBN Sec. 5: V_th = 0.5, tau_decay = 0.25, hard reset.
-MPBN_NEURON: dict[str, Any] = {"decay": 0.25, "v_threshold": 0.5, "reset": "hard"}
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

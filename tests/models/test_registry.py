@@ -104,13 +104,3 @@ def test_poisson_encoding_and_smnist_sequence() -> None:
     assert smnist.input_shape == (1,)
     assert smnist(torch.rand(2, 1, 4, 4)).shape == (2, 10)  # read as [16, 2, 1]
     assert smnist(torch.rand(16, 2, 1)).shape == (2, 10)
-
-
-def test_classifier_is_the_mean_over_time_of_the_linear_readout() -> None:
-    # MPBN Eq. 3 and BNTT's u_T / T coincide: (1/T) sum_t (W x_t + b).
-    head = models.IntegratingClassifier(torch.nn.Linear(6, 3), pool="flatten")
-    x = torch.rand(4, 2, 6)
-    u = torch.zeros(2, 3)
-    for t in range(4):
-        u = u + head.linear(x[t])  # lambda = 1 accumulation, no firing
-    torch.testing.assert_close(head(x), u / 4)
