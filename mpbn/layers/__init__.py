@@ -14,6 +14,7 @@ from mpbn.layers.norm import (
 )
 from mpbn.layers.recording import SpikeRecord, record_spikes
 from mpbn.layers.sequence import ConvNorm, IntegratingClassifier, PerStep
+from mpbn.layers.sync import convert_sync_norms, revert_sync_norms
 
 __all__ = [
     "LIF",
@@ -32,9 +33,11 @@ __all__ = [
     "SpikeRecord",
     "TemporalEffectiveBN",
     "ThresholdDependentBN",
+    "convert_sync_norms",
     "create_neuron",
     "create_norm",
     "fold",
     "record_spikes",
+    "revert_sync_norms",
     "spike_mismatch",
 ]

@@ -14,7 +14,8 @@
 
 All keep PyTorch's names (``weight``, ``bias``, ``running_mean``, ``running_var``) so state dicts
 look familiar. They are not ``nn.BatchNorm*`` subclasses: ``convert_sync_batchnorm`` would swap
-them for layers that normalize dim 1 of ``[T, B, C, ...]`` (the batch).
+them for layers that normalize dim 1 of ``[T, B, C, ...]`` (the batch); their synchronized
+twins are built by :func:`mpbn.layers.sync.convert_sync_norms`.
 """
 
 from __future__ import annotations
@@ -58,8 +59,6 @@ class SeqNorm(nn.Module):
             self.register_buffer("running_mean", torch.zeros(shape))
             self.register_buffer("running_var", torch.ones(shape))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        # Set by mpbn.engine.distributed.convert_sync_norms for synchronized statistics.
-        self.process_group: object | None = None
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() < 3 or x.shape[2] != self.num_features:
@@ -73,14 +72,9 @@ class SeqNorm(nn.Module):
 
     def _batch_norm(self, x: Tensor, weight: Tensor | None, bias: Tensor | None,
                     running_mean: Tensor, running_var: Tensor) -> Tensor:
-        """BN over dim 1 of ``x``; synchronized over ``process_group`` when one is set."""
+        """BN over dim 1 of ``x`` (overridden by the synchronized twins, mpbn.layers.sync)."""
         if self.training:
             self.num_batches_tracked.add_(1)
-            if self.process_group is not None:
-                from mpbn.engine.distributed import sync_batch_norm
-
-                return sync_batch_norm(x, weight, bias, running_mean, running_var, self.eps,
-                                       self.momentum, self.process_group)
         return F.batch_norm(x, running_mean, running_var, weight, bias, self.training,
                             self.momentum, self.eps)
 

@@ -11,15 +11,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from mpbn.engine.distributed import (
-    cleanup_distributed,
-    convert_sync_norms,
-    sync_batch_norm,
-    sync_normalize_with_batch_stats,
-)
+from mpbn.engine.distributed import cleanup_distributed
+from mpbn.functional.sync_norm import sync_batch_norm, sync_normalize_with_batch_stats
 from mpbn.layers import LIF, SeqBatchNorm
-from mpbn.layers.neuron import MembraneBN
-from mpbn.layers.norm import SeqLayerNorm
+from mpbn.layers.sync import convert_sync_norms
 
 T, BATCH = 3, 8  # BATCH is the global batch; each of the two ranks holds half of it
 
@@ -69,10 +64,10 @@ def _worker(rank: int, port: int, path: str, zoo: bool) -> None:
                             world_size=2)
     try:
         x, target, model = _data(zoo)
-        convert_sync_norms(model)
         if zoo:
             model.set_grad_checkpointing(every=2)  # the replay in backward all-reduces again
-        ddp = nn.parallel.DistributedDataParallel(model)
+        # The synchronized tree shares model's parameters and buffers: read them from model.
+        ddp = nn.parallel.DistributedDataParallel(convert_sync_norms(model))
         half = BATCH // 2
         part = slice(rank * half, (rank + 1) * half)
         out = _step(ddp, x[part] if zoo else x[:, part], target[part])
@@ -137,17 +132,6 @@ def test_sync_functions_match_local_bn_in_a_world_of_one():
         torch.testing.assert_close(var, x.detach().transpose(0, 1).flatten(1).var(1))
     finally:
         cleanup_distributed(synchronize=not sys.exc_info()[0])
-
-
-def test_convert_sync_norms_marks_batch_norms_only():
-    model = nn.Sequential(SeqBatchNorm(4), SeqLayerNorm(4),
-                          LIF(membrane_norm="channel", num_features=4))
-    group = object()
-    assert convert_sync_norms(model, group) is model
-    assert model[0].process_group is group
-    assert model[1].process_group is None
-    assert isinstance(model[2].membrane_norm, MembraneBN)
-    assert model[2].membrane_norm.process_group is group
 
 
 @pytest.mark.parametrize("weight", [True, False])
