@@ -115,9 +115,8 @@ def fused_fwd_bwd(kind: str, backend: str, x: torch.Tensor, grad: torch.Tensor,
         norm = None
         mbn = module.membrane_norm
         if mbn is not None:
-            norm = fused.MembraneNormArgs("channel", mbn.weight, mbn.bias, mbn.running_mean,
-                                          mbn.running_var, mbn.eps, mbn.momentum, True)
-        return fused.lif_fused(xi, norm=norm, backend=backend)
+            norm = mbn.fused_args()
+        return fused.lif_fused(xi, module.params_for(xi[0]), norm=norm, backend=backend)
 
     def run() -> float | None:
         if part == "forward":

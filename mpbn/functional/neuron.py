@@ -20,6 +20,7 @@ and ``V_th = 1``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from mpbn.functional.surrogate import DEFAULT_ALPHA, check_surrogate, spike
+from mpbn.recipes import MPBN_NEURON
 
 __all__ = ["LIFParams", "lif_step", "run_over_time", "RESETS"]
 
@@ -36,6 +38,11 @@ RESETS = ("hard", "soft")
 @dataclass(frozen=True)
 class LIFParams:
     """Parameters of a LIF neuron.
+
+    The one record of a neuron's parameters: :class:`mpbn.LIF` validates it once, at
+    construction, and hands it unchanged to every backend (the reference step below, the fused
+    and compiled recurrences, the Triton kernels). The defaults are MPBN's neuron
+    (:data:`mpbn.recipes.MPBN_NEURON`), the one table of them.
 
     Attributes:
         decay: Leak factor ``tau`` of Eq. 1 (BNTT's ``lambda``), in ``[0, 1]``.
@@ -51,14 +58,14 @@ class LIFParams:
         detach_reset: Stop the gradient through the reset term (off by default, as Eq. 11).
     """
 
-    decay: float = 0.25
-    v_threshold: float | Tensor = 0.5
-    reset: str = "hard"
-    surrogate: str = "rectangle"
-    alpha: float | None = None
+    decay: float = MPBN_NEURON["decay"]
+    v_threshold: float | Tensor = MPBN_NEURON["v_threshold"]
+    reset: str = MPBN_NEURON["reset"]
+    surrogate: str = MPBN_NEURON["surrogate"]
+    alpha: float | None = MPBN_NEURON["alpha"]
     threshold_sign: Tensor | None = None
     reset_amount: float | Tensor | None = None
-    detach_reset: bool = False
+    detach_reset: bool = MPBN_NEURON["detach_reset"]
 
     def __post_init__(self) -> None:
         if self.reset not in RESETS:
@@ -69,7 +76,27 @@ class LIFParams:
 
     @property
     def surrogate_alpha(self) -> float:
+        """``alpha``, or the surrogate's default where it is ``None``."""
         return DEFAULT_ALPHA[self.surrogate] if self.alpha is None else self.alpha
+
+    @property
+    def subtracted(self) -> float | Tensor:
+        """What a soft reset subtracts: ``reset_amount``, else ``v_threshold``."""
+        return self.v_threshold if self.reset_amount is None else self.reset_amount
+
+    def with_tensors(self, **tensors: float | Tensor | None) -> LIFParams:
+        """A copy with ``v_threshold``/``threshold_sign``/``reset_amount`` replaced, unvalidated.
+
+        For a module that validated the record once and reshapes its threshold buffers for
+        each call (their device and dtype follow the module, so they cannot be kept here).
+        """
+        unknown = set(tensors) - {"v_threshold", "threshold_sign", "reset_amount"}
+        if unknown:
+            raise TypeError(f"with_tensors takes only the threshold tensors, got {sorted(unknown)}")
+        new = copy.copy(self)
+        for name, value in tensors.items():
+            object.__setattr__(new, name, value)
+        return new
 
 
 Normalizer = Callable[[Tensor, int], Tensor]
@@ -105,8 +132,7 @@ def lif_step(
     if params.reset == "hard":
         u_next = u_pre * (1 - o_reset)
     else:
-        amount = params.v_threshold if params.reset_amount is None else params.reset_amount
-        u_next = u_pre - o_reset * amount
+        u_next = u_pre - o_reset * params.subtracted
     return o, u_next
 
 

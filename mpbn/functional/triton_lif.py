@@ -29,7 +29,8 @@ and starting the next:
 A step is viewed as ``[B, G, I]`` (channel-wise: ``G = C``, ``I = H * W``; element-wise:
 ``G = C * H * W``, ``I = 1``) and a program owns a ``[BG, BI]`` tile for a chunk of batch rows.
 
-The recurrence is that of :mod:`mpbn.functional.fused` (module docstring there). Uses only
+The recurrence is that of :mod:`mpbn.functional.lif_recurrence` (the math: the docstring of
+:mod:`mpbn.functional.fused`). Uses only
 ``tl.load/store/where/exp/sum`` and runtime-bounded ``range`` loops, available in Triton 3.x.
 Tested against the torch code on CPU tensors with ``TRITON_INTERPRET=1``; not yet timed on a
 GPU (none was lent to the sessions that wrote them).
@@ -50,9 +51,13 @@ except ImportError:  # the CPU paths need no Triton
     triton = None
     tl = None
 
-__all__ = ["available", "forward", "backward", "forward_train", "backward_train", "run_for_test"]
+__all__ = ["SURROGATE_IDS", "available", "forward", "backward", "forward_train",
+           "backward_train"]
 
-_SURROGATE_IDS = {"rectangle": 0, "tanh": 1, "linear": 2, "sigmoid": 3, "atan": 4}
+#: The surrogates the kernels compute, by their branch in ``_surrogate_grad``: exactly the names
+#: of :data:`mpbn.functional.surrogate.REGISTRY` (a test fails naming one that is missing; until
+#: it is added, a neuron with it runs the torch code).
+SURROGATE_IDS = {"rectangle": 0, "tanh": 1, "linear": 2, "sigmoid": 3, "atan": 4}
 _BLOCK = 1024
 _MIN_PROGRAMS = 256  # training-mode MPBN: split the batch until a step has about this many
 
@@ -430,10 +435,10 @@ def _param_array(value: float | Tensor | None, step: Tensor, inner: int, num: in
     return full.reshape(num, -1)[:, 0].contiguous()
 
 
-def _layout_and_params(step, v_th, amount, scale, shift):
-    inner, num = _param_layout(step, [v_th, amount, scale, shift])
+def _layout_and_params(step, v_threshold, reset_amount, scale, shift):
+    inner, num = _param_layout(step, [v_threshold, reset_amount, scale, shift])
     arrays = [_param_array(v, step, inner, num, d)
-              for v, d in ((scale, 1.0), (shift, 0.0), (v_th, 1.0), (amount, 0.0))]
+              for v, d in ((scale, 1.0), (shift, 0.0), (v_threshold, 1.0), (reset_amount, 0.0))]
     return inner, num, arrays
 
 
@@ -445,7 +450,8 @@ def _eval_affine(norm: bool, weight, bias, mean_eval, invstd_eval):
     return scale, bias - mean_eval * scale
 
 
-def forward(c_seq: Tensor, v_th, amount, weight, bias, mean_eval, invstd_eval, cfg, save: bool):
+def forward(c_seq: Tensor, v_threshold, reset_amount, weight, bias, mean_eval, invstd_eval, cfg,
+            save: bool):
     """Spikes and ``u_pre`` (``None`` unless ``save``) of the LIF / eval MPBN-LIF over time."""
     c_seq = c_seq.contiguous()
     steps, step = c_seq.shape[0], c_seq[0]
@@ -453,7 +459,7 @@ def forward(c_seq: Tensor, v_th, amount, weight, bias, mean_eval, invstd_eval, c
     norm = cfg.norm == "eval"
     scale, shift = _eval_affine(norm, weight, bias, mean_eval, invstd_eval)
     inner, num, (scale_a, shift_a, v_th_a, amount_a) = _layout_and_params(
-        step, v_th, amount, scale, shift)
+        step, v_threshold, reset_amount, scale, shift)
     spikes = torch.empty_like(c_seq)
     u_pre = torch.empty_like(c_seq) if save else spikes  # unused pointer when not saving
     grid = (triton.cdiv(numel, _BLOCK),)
@@ -465,15 +471,15 @@ def forward(c_seq: Tensor, v_th, amount, weight, bias, mean_eval, invstd_eval, c
     return spikes, (u_pre if save else None)
 
 
-def backward(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, weight, bias, mean_eval,
-             invstd_eval, cfg):
+def backward(grad_spikes: Tensor, u_pre_seq: Tensor, v_threshold, reset_amount, weight, bias,
+             mean_eval, invstd_eval, cfg):
     """``(dL/dc, dL/dlambda, dL/dbeta)``; the last two per step-shape (eval MPBN) or ``None``."""
     steps, step = u_pre_seq.shape[0], u_pre_seq[0]
     numel = step.numel()
     norm = cfg.norm == "eval"
     scale, shift = _eval_affine(norm, weight, bias, mean_eval, invstd_eval)
     inner, num, (scale_a, shift_a, v_th_a, amount_a) = _layout_and_params(
-        step, v_th, amount, scale, shift)
+        step, v_threshold, reset_amount, scale, shift)
     grad_c = torch.empty_like(u_pre_seq)
     sums = torch.empty((2, numel) if norm else (2, 1), dtype=torch.float32, device=step.device)
     alpha = float(cfg.alpha)
@@ -484,7 +490,7 @@ def backward(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, weight, bias,
         scale_a, shift_a, v_th_a, amount_a,
         steps, (steps - 1) * numel, numel, inner, num, float(cfg.decay), alpha, coef,
         HARD=cfg.hard, NORM=norm, DETACH=cfg.detach_reset,
-        SURROGATE=_SURROGATE_IDS[cfg.surrogate], BLOCK=_BLOCK,
+        SURROGATE=SURROGATE_IDS[cfg.surrogate], BLOCK=_BLOCK,
     )
     if not norm:
         return grad_c, None, None
@@ -518,7 +524,7 @@ def _train_tiling(batch: int, groups: int, inner: int) -> tuple[int, int, tuple,
     return bg, bi, (n_g, n_i, n_b), b_chunk, n_b * n_i
 
 
-def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg,
+def forward_train(c_seq: Tensor, v_threshold, reset_amount, weight: Tensor, bias: Tensor, cfg,
                   save: bool = True):
     """Training-mode MPBN-LIF forward: ``(spikes, u_pre, means, variances, affine)``.
 
@@ -532,7 +538,8 @@ def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg
     steps, step = c_seq.shape[0], c_seq[0]
     batch, groups, inner_size = _train_layout(step, cfg.channel)
     bg, bi, grid, b_chunk, n_tiles = _train_tiling(batch, groups, inner_size)
-    inner, num, (_, _, v_th_a, amount_a) = _layout_and_params(step, v_th, amount, None, None)
+    inner, num, (_, _, v_th_a, amount_a) = _layout_and_params(step, v_threshold, reset_amount,
+                                                              None, None)
     f32 = dict(dtype=torch.float32, device=c_seq.device)
     spikes = torch.empty_like(c_seq)
     # Launch k reads u_pre[k - 1] and writes u_pre[k]: two slots carry it when none is kept.
@@ -559,13 +566,14 @@ def forward_train(c_seq: Tensor, v_th, amount, weight: Tensor, bias: Tensor, cfg
     return spikes, u_pre if save else None, stats[0], stats[1], stats[2:]
 
 
-def backward_train(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, means: Tensor,
+def backward_train(grad_spikes: Tensor, u_pre_seq: Tensor, v_threshold, reset_amount, means: Tensor,
                    invstds: Tensor, affine: Tensor, cfg):
     """``(dL/dc, dL/dlambda, dL/dbeta)`` of the training-mode MPBN-LIF; the last two ``[G]``."""
     steps, step = u_pre_seq.shape[0], u_pre_seq[0]
     batch, groups, inner_size = _train_layout(step, cfg.channel)
     bg, bi, grid, b_chunk, n_tiles = _train_tiling(batch, groups, inner_size)
-    inner, num, (_, _, v_th_a, amount_a) = _layout_and_params(step, v_th, amount, None, None)
+    inner, num, (_, _, v_th_a, amount_a) = _layout_and_params(step, v_threshold, reset_amount,
+                                                              None, None)
     f32 = dict(dtype=torch.float32, device=step.device)
     mean = means.reshape(steps, groups).to(torch.float32).contiguous()
     invstd = invstds.reshape(steps, groups).to(torch.float32).contiguous()
@@ -589,34 +597,6 @@ def backward_train(grad_spikes: Tensor, u_pre_seq: Tensor, v_th, amount, means: 
             batch, groups, inner_size, b_chunk, n_tiles, inner, num,
             float(cfg.decay), alpha, coef, float(batch * inner_size),
             FINISH=k < steps, BEGIN=k >= 1, HAS_NEXT=k + 1 < steps, HARD=cfg.hard,
-            DETACH=cfg.detach_reset, SURROGATE=_SURROGATE_IDS[cfg.surrogate], BG=bg, BI=bi,
+            DETACH=cfg.detach_reset, SURROGATE=SURROGATE_IDS[cfg.surrogate], BG=bg, BI=bi,
         )
     return grad_c, sums[1].sum(0), sums[0].sum(0)
-
-
-def run_for_test(x_seq: Tensor, grad_out: Tensor, norm, params: list[Tensor], **kwargs):
-    """Forward and backward through the Triton kernels on any device (tests, interpreter).
-
-    Returns ``(spikes, grads)`` with the gradients w.r.t. ``x_seq`` and ``params``; with
-    ``grad_out=None`` the forward alone runs under ``torch.no_grad()`` and ``grads`` is ``None``.
-    """
-    from mpbn.functional import fused
-
-    kwargs.setdefault("decay", 0.25)
-    kwargs.setdefault("v_threshold", 0.5)
-    cfg = fused._build_config(
-        x_seq, kwargs["decay"], kwargs["v_threshold"], kwargs.get("reset", "hard"),
-        kwargs.get("surrogate", "rectangle"), kwargs.get("alpha"), kwargs.get("reset_amount"),
-        kwargs.get("detach_reset", False), norm, "triton",
-    )
-    amount = kwargs.get("reset_amount")
-    amount = kwargs["v_threshold"] if amount is None else amount
-    weight = norm.weight if norm is not None else None
-    bias = norm.bias if norm is not None else None
-    with torch.set_grad_enabled(grad_out is not None):
-        out = fused.FusedLIF.apply(x_seq.contiguous(), weight, bias, kwargs["v_threshold"],
-                                   amount, norm, cfg, "triton")
-    if grad_out is None:
-        return out, None
-    grads = torch.autograd.grad(out, [x_seq, *params], grad_out)
-    return out.detach(), grads

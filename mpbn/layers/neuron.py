@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from mpbn.functional import fused
 from mpbn.functional.neuron import LIFParams, lif_step, run_over_time
 from mpbn.functional.norm import (
     normalize_with_batch_stats,
@@ -16,9 +17,15 @@ from mpbn.functional.norm import (
     update_running_stats,
 )
 
-__all__ = ["LIF", "MembraneBN", "MEMBRANE_NORMS", "create_neuron", "broadcast_per_step"]
+__all__ = ["LIF", "MembraneBN", "MEMBRANE_NORMS", "LIF_BACKENDS", "create_neuron",
+           "broadcast_per_step"]
 
+#: MPBN granularities (``membrane_norm`` of :class:`LIF`; ``None`` is no MPBN).
 MEMBRANE_NORMS = ("channel", "element")
+#: ``backend`` values of :class:`LIF`.
+LIF_BACKENDS = ("reference", "fused", "auto")
+# The one table of neuron defaults (mpbn.recipes.MPBN_NEURON, through LIFParams).
+_DEFAULT = LIFParams()
 
 
 def broadcast_per_step(value: float | Tensor, x_t: Tensor) -> float | Tensor:
@@ -55,8 +62,12 @@ class MembraneBN(nn.Module):
     Note:
         Not a subclass of ``nn.BatchNorm*`` on purpose: ``nn.SyncBatchNorm.convert_sync_batchnorm``
         would replace it with a layer that normalizes the wrong dimension of ``[T, B, C, ...]``.
-        Use :func:`mpbn.engine.distributed.convert_sync_norms` for distributed runs.
+        Use :func:`mpbn.layers.sync.convert_sync_norms` for distributed runs.
     """
+
+    #: Per-step statistics are reduced over a process group (:mod:`mpbn.layers.sync`); the
+    #: fused neuron then does not apply.
+    synchronized = False
 
     def __init__(
         self,
@@ -93,8 +104,6 @@ class MembraneBN(nn.Module):
         self.register_buffer("running_mean", torch.zeros(shape))
         self.register_buffer("running_var", torch.ones(shape))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        # Set by convert_sync_norms: per-step statistics are then reduced over this group.
-        self.process_group: object | None = None
 
     @property
     def num_features(self) -> int:
@@ -125,14 +134,18 @@ class MembraneBN(nn.Module):
         return t.reshape(-1)
 
     def _batch_norm_train(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if self.process_group is not None:
-            from mpbn.engine.distributed import sync_normalize_with_batch_stats
-
-            return sync_normalize_with_batch_stats(
-                x, self._flat(self.weight), self._flat(self.bias), self.eps, self.process_group
-            )
+        """``(y, mean, unbiased var)`` of one step in training (overridden when synchronized)."""
         return normalize_with_batch_stats(x, self._flat(self.weight), self._flat(self.bias),
                                           self.eps)
+
+    def fused_args(self) -> fused.MembraneNormArgs | None:
+        """This norm for :func:`mpbn.functional.fused.lif_fused`, or ``None`` where the fused
+        path cannot run it (synchronized statistics)."""
+        if self.synchronized:
+            return None
+        return fused.MembraneNormArgs(self.granularity, self.weight, self.bias,
+                                      self.running_mean, self.running_var, self.eps,
+                                      self.momentum, self.training)
 
     @contextmanager
     def through_time(self) -> Iterator[Callable[[Tensor, int], Tensor]]:
@@ -174,6 +187,11 @@ class LIF(nn.Module):
     threshold is ``MPBN(u_pre)``, and the reset acts on the un-normalized ``u_pre``. The state
     starts at zero in every call; nothing is remembered between calls.
 
+    The neuron's parameters are one :class:`~mpbn.functional.neuron.LIFParams`, validated here
+    once and handed to the backend that runs (``params_for``); the defaults are MPBN's neuron
+    (:data:`mpbn.recipes.MPBN_NEURON`). Tensor thresholds are buffers, so they follow the
+    module's device and dtype and live in the state dict.
+
     Args:
         decay: Leak ``tau`` of Eq. 1 (0.25 in MPBN Sec. 5; BNTT's ``lambda``).
         v_threshold: ``V_th``: a float, a per-channel ``[C]`` tensor or a per-element
@@ -199,34 +217,30 @@ class LIF(nn.Module):
     def __init__(
         self,
         *,
-        decay: float = 0.25,
-        v_threshold: float | Tensor = 0.5,
-        reset: str = "hard",
-        surrogate: str = "rectangle",
-        alpha: float | None = None,
+        decay: float = _DEFAULT.decay,
+        v_threshold: float | Tensor = _DEFAULT.v_threshold,
+        reset: str = _DEFAULT.reset,
+        surrogate: str = _DEFAULT.surrogate,
+        alpha: float | None = _DEFAULT.alpha,
         membrane_norm: str | None = None,
         num_features: int | None = None,
         feature_shape: Sequence[int] | None = None,
         threshold_sign: Tensor | None = None,
         reset_amount: float | Tensor | None = None,
-        detach_reset: bool = False,
+        detach_reset: bool = _DEFAULT.detach_reset,
         eps: float = 1e-5,
         momentum: float = 0.1,
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if backend not in ("reference", "fused", "auto"):
-            raise ValueError(f"unknown backend {backend!r}; valid: reference, fused, auto")
+        if backend not in LIF_BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(LIF_BACKENDS)}")
         self.backend = backend
-        # Validates decay, reset and surrogate with one-line errors.
-        LIFParams(decay=decay, reset=reset, surrogate=surrogate, alpha=alpha)
         if not isinstance(v_threshold, Tensor) and not math.isfinite(v_threshold):
             raise ValueError(f"v_threshold must be finite, got {v_threshold}")
-        self.decay = float(decay)
-        self.reset = reset
-        self.surrogate = surrogate
-        self.alpha = alpha
-        self.detach_reset = detach_reset
+        # The one validation of the neuron's parameters (one-line errors).
+        self._params = LIFParams(decay=float(decay), reset=reset, surrogate=surrogate,
+                                 alpha=alpha, detach_reset=bool(detach_reset))
         self._set_tensor_or_float("v_threshold", v_threshold)
         self._set_tensor_or_float("reset_amount", reset_amount)
         self._set_tensor_or_float("threshold_sign", threshold_sign)
@@ -237,6 +251,13 @@ class LIF(nn.Module):
                 eps=eps, momentum=momentum,
             )
 
+    # The scalar parameters read through to the validated record.
+    decay = property(lambda self: self._params.decay)
+    reset = property(lambda self: self._params.reset)
+    surrogate = property(lambda self: self._params.surrogate)
+    alpha = property(lambda self: self._params.alpha)
+    detach_reset = property(lambda self: self._params.detach_reset)
+
     def _set_tensor_or_float(self, name: str, value: float | Tensor | None) -> None:
         if isinstance(value, Tensor):
             self.register_buffer(name, value.detach().clone().float()
@@ -245,18 +266,12 @@ class LIF(nn.Module):
             setattr(self, name, None if value is None else float(value))
 
     def params_for(self, x_t: Tensor) -> LIFParams:
-        """The :class:`LIFParams` of this neuron, thresholds shaped for one step ``x_t``."""
-        sign = self.threshold_sign
-        amount = self.reset_amount
-        return LIFParams(
-            decay=self.decay,
+        """This neuron's :class:`LIFParams`, thresholds shaped to broadcast over one step."""
+        sign, amount = self.threshold_sign, self.reset_amount
+        return self._params.with_tensors(
             v_threshold=broadcast_per_step(self.v_threshold, x_t),
-            reset=self.reset,
-            surrogate=self.surrogate,
-            alpha=self.alpha,
             threshold_sign=None if sign is None else broadcast_per_step(sign, x_t),
             reset_amount=None if amount is None else broadcast_per_step(amount, x_t),
-            detach_reset=self.detach_reset,
         )
 
     def forward(self, x_seq: Tensor) -> Tensor:
@@ -273,43 +288,26 @@ class LIF(nn.Module):
 
     def _forward(self, x_seq: Tensor) -> Tensor:
         params = self.params_for(x_seq[0])
-        if self.backend != "reference":
-            spikes = self._forward_fused(x_seq, params)
-            if spikes is not None:
-                return spikes
-        if self.membrane_norm is None:
-            return run_over_time(lambda c, u, t: lif_step(c, u, params), x_seq)
-        self.membrane_norm.check_step_shape(x_seq)
-        with self.membrane_norm.through_time() as normalize:
-            return run_over_time(lambda c, u, t: lif_step(c, u, params, normalize, t), x_seq)
-
-    def _forward_fused(self, x_seq: Tensor, params: LIFParams) -> Tensor | None:
-        """The fused path (same function as the reference), or ``None`` where it does not apply."""
-        from mpbn.functional import fused
-
         mbn = self.membrane_norm
-        norm = None
         if mbn is not None:
             mbn.check_step_shape(x_seq)
-            norm = fused.MembraneNormArgs(
-                mbn.granularity, mbn.weight, mbn.bias, mbn.running_mean, mbn.running_var,
-                mbn.eps, mbn.momentum, mbn.training,
-            )
-        ok = fused.can_fuse(x_seq, params.v_threshold, params.threshold_sign,
-                            params.reset_amount, norm)
-        if not ok or (mbn is not None and mbn.process_group is not None):
+        if self.backend != "reference":
+            norm = None if mbn is None else mbn.fused_args()
+            reason = fused.unfusable_reason(x_seq, params, norm)
+            if reason is None and mbn is not None and norm is None:
+                reason = "synchronized (distributed) MPBN"
+            if reason is None:
+                spikes = fused.apply_fused(x_seq, params, norm)
+                if mbn is not None and mbn.training:
+                    mbn.num_batches_tracked.add_(1)
+                return spikes
             if self.backend == "fused":
-                raise ValueError("backend='fused' does not support this neuron/input "
-                                 "(folded threshold_sign, distributed MPBN, or non-float input)")
-            return None
-        spikes = fused.lif_fused(
-            x_seq, decay=params.decay, v_threshold=params.v_threshold, reset=params.reset,
-            surrogate=params.surrogate, alpha=params.alpha, reset_amount=params.reset_amount,
-            detach_reset=params.detach_reset, norm=norm,
-        )
-        if mbn is not None and mbn.training:
-            mbn.num_batches_tracked.add_(1)
-        return spikes
+                raise ValueError(f"backend='fused' does not support {reason}; use "
+                                 "backend='auto' (falls back to the reference) or 'reference'")
+        if mbn is None:
+            return run_over_time(lambda c, u, t: lif_step(c, u, params), x_seq)
+        with mbn.through_time() as normalize:
+            return run_over_time(lambda c, u, t: lif_step(c, u, params, normalize, t), x_seq)
 
     def extra_repr(self) -> str:
         th = self.v_threshold

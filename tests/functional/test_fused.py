@@ -16,7 +16,8 @@ import warnings
 import pytest
 import torch
 
-from mpbn.functional import fused
+from mpbn.functional import fused, lif_backend, lif_recurrence
+from mpbn.functional.neuron import LIFParams
 from mpbn.functional.surrogate import SURROGATES
 from mpbn.layers import LIF
 
@@ -141,7 +142,7 @@ def test_saves_only_the_potential() -> None:
         for reset, dtypes in (("hard", [x.dtype, torch.uint8]), ("soft", [x.dtype])):
             saved.clear()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                out = fused.lif_fused(x, norm=norm, reset=reset, backend=backend)
+                out = fused.lif_fused(x, LIFParams(reset=reset), norm=norm, backend=backend)
             big = [t for t in saved if t.numel() == x.numel()]
             assert [t.dtype for t in big] == dtypes, (backend, reset)
             assert all(t.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
@@ -153,7 +154,7 @@ def test_saves_only_the_potential() -> None:
 def test_compiled_matches_eager(reset: str, granularity: str) -> None:
     """The torch.compile'd loops (one compile, a few seconds of gcc) equal the eager ones:
     spikes, gradients and the running statistics, though the compiled statistics come from
-    shifted sums (:func:`fused._shifted_moments`) where eager calls ``F.batch_norm``."""
+    shifted sums (:func:`lif_recurrence._shifted_moments`) where eager calls ``F.batch_norm``."""
     pytest.importorskip("torch._inductor")
     _, fast = make_pair(f"{granularity}-train", dtype=torch.float32, reset=reset,
                         surrogate="tanh")
@@ -166,7 +167,8 @@ def test_compiled_matches_eager(reset: str, granularity: str) -> None:
         xi = x.detach().clone().requires_grad_(True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = fused.lif_fused(xi, reset=reset, surrogate="tanh", norm=norm, backend=backend)
+            out = fused.lif_fused(xi, LIFParams(reset=reset, surrogate="tanh"), norm=norm,
+                                  backend=backend)
             grads = torch.autograd.grad(out, [xi, norm.weight, norm.bias], torch.ones_like(out))
         if any("torch.compile of the fused LIF failed" in str(w.message) for w in caught):
             pytest.skip("torch.compile unavailable here (no C++ compiler?); eager ran instead")
@@ -185,14 +187,14 @@ def test_compiled_serves_more_layer_shapes_than_dynamos_recompile_limit(monkeypa
     import torch._dynamo
 
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    monkeypatch.setattr(fused, "_compile_failed", False)
+    monkeypatch.setattr(lif_backend.STATE, "compile_failed", False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the fallback warns
         for channels in (2, 3, 5):
             x = torch.randn(2, 2, channels, 3, 3)
             torch.testing.assert_close(fused.lif_fused(x, backend="compiled"),
                                        fused.lif_fused(x, backend="eager"), rtol=0, atol=0)
-    assert not fused._compile_failed
+    assert not lif_backend.STATE.compile_failed
     assert torch._dynamo.config.recompile_limit == 1  # raised for the fused calls only
 
 
@@ -206,7 +208,7 @@ def test_shifted_moments_keep_float32_precision_when_the_mean_dwarfs_the_spread(
     values64 = torch.randn(16, 4, 5, 5, generator=gen, dtype=torch.float64) * 0.01 + offset
     values = values64.float()  # the input as float32 holds it; compare on what it holds
     for dims in ((0, 2, 3), (0,)):
-        var, mean = fused._shifted_moments(values, dims)
+        var, mean = lif_recurrence._shifted_moments(values, dims)
         var_ref, mean_ref = torch.var_mean(values.double(), dim=dims, correction=0, keepdim=True)
         assert var.shape == mean.shape == var_ref.shape
         torch.testing.assert_close(var.double(), var_ref, rtol=1e-3, atol=0)
@@ -216,14 +218,19 @@ def test_shifted_moments_keep_float32_precision_when_the_mean_dwarfs_the_spread(
 def test_sum_rows_first_is_the_plain_sum() -> None:
     values = torch.randn(3, 4, 5, 6, dtype=torch.float64)
     for dims in ((0, 2, 3), (0,), (0, 3)):
-        torch.testing.assert_close(fused._sum_rows_first(values, dims),
+        torch.testing.assert_close(lif_recurrence._sum_rows_first(values, dims),
                                    values.sum(dim=dims, keepdim=True))
 
 
-TRITON_CHECK = r"""
+# The interpreter checks run in a subprocess; triton_run.py sits next to this file.
+_HELPER_PATH = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+
+TRITON_CHECK = _HELPER_PATH + r"""
 import torch
 from mpbn.functional import fused, triton_lif
+from mpbn.functional.neuron import LIFParams
 from mpbn.functional.surrogate import SURROGATES
+from triton_run import run_triton
 torch.manual_seed(0)
 for reset in ("hard", "soft"):
     for surrogate in SURROGATES:
@@ -242,10 +249,9 @@ for reset in ("hard", "soft"):
                     norm = fused.MembraneNormArgs(norm_mode, w, b, torch.randn(shape) * 0.2,
                                                   torch.rand(shape) + 0.5, training=False)
                     params = [w, b]
-                out_e = fused.lif_fused(x, norm=norm, backend="eager", **kwargs)
+                out_e = fused.lif_fused(x, LIFParams(**kwargs), norm=norm, backend="eager")
                 grads_e = torch.autograd.grad(out_e, [x, *params], g)
-                cfg_out = triton_lif.run_for_test(x, g, norm, params, **kwargs)
-                out_t, grads_t = cfg_out
+                out_t, grads_t = run_triton(x, g, norm, params, LIFParams(**kwargs))
                 assert torch.equal(out_t, out_e), (reset, surrogate, norm_mode, steps)
                 for a, b in zip(grads_t, grads_e):
                     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -265,11 +271,13 @@ def test_triton_kernel_interpreted() -> None:
     assert "TRITON_OK" in proc.stdout, proc.stderr[-3000:]
 
 
-TRITON_TRAIN_CHECK = r"""
+TRITON_TRAIN_CHECK = _HELPER_PATH + r"""
 import itertools, warnings
 import torch
 from mpbn.functional import fused, triton_lif
+from mpbn.functional.neuron import LIFParams
 from mpbn.functional.surrogate import SURROGATES
+from triton_run import run_triton
 warnings.simplefilter("error", RuntimeWarning)  # a kernel failure must not fall back silently
 torch.manual_seed(0)
 
@@ -285,10 +293,10 @@ def compare(x, gran, grad=True, **kwargs):
         mean, var = mean0.clone(), var0.clone()
         norm = fused.MembraneNormArgs(gran, w, b, mean, var, training=True)
         if backend == "eager":
-            out = fused.lif_fused(x, norm=norm, backend="eager", **kwargs)
+            out = fused.lif_fused(x, LIFParams(**kwargs), norm=norm, backend="eager")
             grads = torch.autograd.grad(out, [x, w, b], g) if grad else []
         else:
-            out, grads = triton_lif.run_for_test(x, g, norm, [w, b], **kwargs)
+            out, grads = run_triton(x, g, norm, [w, b], LIFParams(**kwargs))
         results.append((out.detach(), grads or [], mean, var))
     (out_e, grads_e, mean_e, var_e), (out_t, grads_t, mean_t, var_t) = results
     assert torch.equal(out_t, out_e), (gran, grad, kwargs)
@@ -296,7 +304,7 @@ def compare(x, gran, grad=True, **kwargs):
         # float32 rounding to ~2e-4, so a fixed tolerance would flake on unlucky data)
         x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
         norm = fused.MembraneNormArgs(gran, w64, b64, mean0.double(), var0.double())
-        out = fused.lif_fused(x64, norm=norm, backend="eager", **kwargs)
+        out = fused.lif_fused(x64, LIFParams(**kwargs), norm=norm, backend="eager")
         exact = torch.autograd.grad(out, [x64, w64, b64], g.double())
         for a, e, r in zip(grads_t, grads_e, exact, strict=True):
             err_t = (a.double() - r).abs().max().item()
@@ -350,7 +358,7 @@ def test_a_failing_triton_kernel_warns_once_and_the_torch_code_runs(monkeypatch)
         raise RuntimeError("no kernel today")
 
     monkeypatch.setattr(triton_lif, "forward_train", broken)
-    monkeypatch.setattr(fused, "_triton_failed", False)
+    monkeypatch.setattr(lif_backend.STATE, "triton_failed", False)
     torch.manual_seed(0)
     x = (torch.randn(3, 4, 2, 3) + 0.3).requires_grad_(True)
     w = torch.ones(2, requires_grad=True)
@@ -358,15 +366,14 @@ def test_a_failing_triton_kernel_warns_once_and_the_torch_code_runs(monkeypatch)
     outs = []
     for backend in ("triton", "eager"):
         norm = fused.MembraneNormArgs("channel", w, b, torch.zeros(2), torch.ones(2))
-        cfg = fused._build_config(x, 0.25, 0.5, "hard", "rectangle", None, None, False, norm,
-                                  backend)
+        cfg = fused.step_config(x, LIFParams(), norm)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = fused.FusedLIF.apply(x, w, b, 0.5, 0.5, norm, cfg, backend)
+            out = fused.FusedLIF.apply(x, w, b, LIFParams(), norm, cfg, backend)
             grads = torch.autograd.grad(out, [x, w, b], torch.ones_like(out))
         outs.append((out, grads, [str(c.message) for c in caught]))
     assert any("Triton LIF kernel failed" in m and "no kernel today" in m for m in outs[0][2])
-    assert fused._triton_failed and not fused._use_triton(x, cfg)
+    assert lif_backend.STATE.triton_failed and not lif_backend.triton_usable(x)
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
     for a, e in zip(outs[0][1], outs[1][1], strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
