@@ -67,3 +67,27 @@ def test_tanh_surrogate_reading_at_paper_threshold():
 def test_unknown_surrogate_lists_valid_names():
     with pytest.raises(ValueError, match="valid: rectangle, tanh, linear, sigmoid, atan"):
         spike(torch.zeros(1), 0.5, "relu")
+
+
+@pytest.mark.parametrize("name", SURROGATES)
+def test_every_backend_takes_every_registered_surrogate(name):
+    """The registry is the one table of surrogates: the eager fused recurrence (its float-mask
+    forms of two of them included) computes the registered derivative, and the Triton kernels
+    have a branch for the name (their numbers are checked by the interpreter tests in
+    test_fused.py, which loop over SURROGATES)."""
+    from mpbn.functional import lif_recurrence, triton_lif
+    from mpbn.functional.surrogate import REGISTRY
+
+    x = torch.cat([torch.linspace(-2.5, 2.5, 401, dtype=torch.float64),
+                   torch.randn(100, dtype=torch.float64)])
+    for v_threshold in (0.5, torch.full((501,), 0.8, dtype=torch.float64)):
+        alpha = DEFAULT_ALPHA[name] * 1.3  # not only the default
+        want = REGISTRY[name].grad(x, v_threshold, alpha)
+        assert_close(surrogate_grad(name, x, v_threshold, alpha), want, rtol=0, atol=0,
+                     msg=f"reference backend: {name}")
+        assert_close(lif_recurrence._surrogate_grad(name, x.clone(), v_threshold, alpha), want,
+                     rtol=1e-12, atol=1e-12, msg=f"eager fused backend: {name}")
+    assert name in triton_lif.SURROGATE_IDS, (
+        f"triton backend lacks surrogate {name!r}: add a branch to triton_lif._surrogate_grad "
+        "and its id to SURROGATE_IDS")
+    assert set(triton_lif.SURROGATE_IDS) == set(REGISTRY), "triton names a surrogate not registered"
