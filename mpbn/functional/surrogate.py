@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mpbn.recipes import MPBN_NEURON
+
 __all__ = [
     "REGISTRY",
     "SURROGATES",
@@ -174,8 +176,8 @@ class SpikeFunction(torch.autograd.Function):
 SpikeFn = Callable[[Tensor, "Tensor | float", str, float], Tensor]
 
 
-def spike(x: Tensor, v_threshold: Tensor | float = 0.5, name: str = "rectangle",
-          alpha: float | None = None) -> Tensor:
+def spike(x: Tensor, v_threshold: Tensor | float = MPBN_NEURON["v_threshold"],
+          name: str = MPBN_NEURON["surrogate"], alpha: float | None = None) -> Tensor:
     """Fire where ``x = v - V_th > 0`` (MPBN Eq. 2/8); surrogate gradient in backward.
 
     Args:

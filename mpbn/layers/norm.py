@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mpbn.recipes import MPBN_NEURON
+
 __all__ = [
     "NORMS",
     "NORM_ALIASES",
@@ -104,7 +106,8 @@ class ThresholdDependentBN(SeqBatchNorm):
         v_threshold: The firing threshold of the neurons that follow.
     """
 
-    def __init__(self, num_features: int, *, alpha: float = 1.0, v_threshold: float = 0.5,
+    def __init__(self, num_features: int, *, alpha: float = 1.0,
+                 v_threshold: float = MPBN_NEURON["v_threshold"],
                  eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.alpha, self.v_threshold = float(alpha), float(v_threshold)
@@ -215,7 +218,8 @@ def canonical_norm_name(name: str) -> str:
 
 
 def create_norm(name: str, num_features: int, *, timesteps: int | None = None,
-                v_threshold: float = 0.5, alpha: float = 1.0, **kwargs: float) -> SeqNorm:
+                v_threshold: float = MPBN_NEURON["v_threshold"], alpha: float = 1.0,
+                **kwargs: float) -> SeqNorm:
     """Build a norm layer by name: ``bn``, ``tdbn``, ``tebn``, ``bntt`` or ``ln``.
 
     Args:
