@@ -1,6 +1,6 @@
 """The ``mpbn`` command: parses arguments and calls :mod:`mpbn.engine`. Nothing else lives here.
 
-    mpbn train [PRESET] [--set key=value ...] [--epochs N --lr X ...] [--seeds N] [--out DIR]
+    mpbn train [PRESET] [--set path=value ...] [--epochs N --lr X ...] [--seeds N] [--out DIR]
     mpbn presets [-v]
     mpbn eval CKPT
     mpbn fold CKPT -o OUT_DIR [--nir]
@@ -19,23 +19,24 @@ from typing import Any
 
 __all__ = ["main", "build_parser"]
 
-# Explicit flags for the common fields; everything else goes through --set key=value.
-_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--model", "model", str, "model name (see mpbn.models.list_models())"),
-    ("--dataset", "dataset", str, "dataset name (digits, cifar10, cifar100, ...)"),
-    ("--data-root", "data_root", str, "dataset folder (default $MPBN_DATA/<dataset>)"),
-    ("--epochs", "epochs", int, "training epochs"),
-    ("--lr", "lr", float, "peak learning rate"),
-    ("--batch-size", "batch_size", int, "global batch size"),
-    ("--timesteps", "timesteps", int, "time steps T"),
-    ("--norm", "norm", str, "bn, tdbn, tebn, bntt or ln"),
-    ("--mpbn", "mpbn", str, "none, channel or element"),
-    ("--seeds", "seeds", int, "repeats (seed, seed+1, ...); mean and std are reported"),
-    ("--seed", "seed", int, "base seed"),
-    ("--device", "device", str, "auto, cpu, cuda, cuda:N"),
-    ("--train-subset", "train_subset", int, "train on a stratified subset of this size"),
-    ("--test-subset", "test_subset", int, "test on a stratified subset of this size"),
-    ("--grad-checkpointing", "grad_checkpointing", int,
+# Explicit flags for the common fields (flat shorthands of config paths, parsed as text like
+# --set values); everything else goes through --set path=value.
+_FLAGS: list[tuple[str, str, str]] = [
+    ("--model", "model", "model name (see mpbn.models.list_models())"),
+    ("--dataset", "dataset", "dataset name (digits, cifar10, cifar100, ...)"),
+    ("--data-root", "data_root", "dataset folder (default $MPBN_DATA/<dataset>)"),
+    ("--epochs", "epochs", "training epochs"),
+    ("--lr", "lr", "peak learning rate"),
+    ("--batch-size", "batch_size", "global batch size"),
+    ("--timesteps", "timesteps", "time steps T"),
+    ("--norm", "norm", "norm after conv/linear layers: {model.norm}"),
+    ("--mpbn", "mpbn", "membrane potential BN: {model.mpbn}"),
+    ("--seeds", "seeds", "repeats (seed, seed+1, ...); mean and std are reported"),
+    ("--seed", "seed", "base seed"),
+    ("--device", "device", "auto, cpu, cuda, cuda:N"),
+    ("--train-subset", "train_subset", "train on a stratified subset of this size"),
+    ("--test-subset", "test_subset", "test on a stratified subset of this size"),
+    ("--grad-checkpointing", "grad_checkpointing",
      "recompute the body in backward, N blocks per segment (0: off; saves memory at long T)"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
@@ -45,6 +46,12 @@ _SWITCHES: list[tuple[str, str, str]] = [
     ("--sync-norm", "sync_norm", "synchronize norm and MPBN statistics across DDP ranks"),
     ("--download", "download", "download missing dataset files"),
 ]
+
+
+def _choices_text(path: str) -> str:
+    from mpbn.engine.config import choices
+
+    return ", ".join("none" if v is None else str(v) for v in choices()[path])
 
 
 class CLIError(Exception):
@@ -61,10 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train PRESET (see `mpbn presets`), or the demo run "
                            "(small spiking CNN with MPBN on bundled digits) when none is given.")
     train.add_argument("preset", nargs="?", default=None, help="preset name (default: demo)")
-    train.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="override any config field, e.g. --set epochs=2 lr=0.05")
-    for flag, dest, kind, text in _FLAGS:
-        train.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    train.add_argument("--set", nargs="+", default=[], metavar="PATH=VALUE",
+                       help="override any config field by its path or flat name, e.g. --set "
+                       "optim.lr=0.05 model.neuron.decay=0.5 epochs=2 (`mpbn presets -v` "
+                       "lists them)")
+    for flag, dest, text in _FLAGS:
+        for path in ("model.norm", "model.mpbn"):
+            text = text.replace("{" + path + "}", _choices_text(path)) if "{" in text else text
+        train.add_argument(flag, dest=dest, default=None, metavar="VALUE", help=text)
     for flag, dest, text in _SWITCHES:
         train.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
     train.add_argument("--no-fold", dest="fold", action="store_false", default=None,
@@ -78,14 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after N epochs in this invocation (continue with --resume)")
 
     presets = sub.add_parser("presets", help="list the experiment presets")
-    presets.add_argument("-v", "--verbose", action="store_true", help="show each config")
+    presets.add_argument("-v", "--verbose", action="store_true",
+                         help="document every --set path and show each preset's settings")
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint, unfolded and folded")
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                          help="override data fields (e.g. test_subset=1000)")
+    evaluate.add_argument("--set", nargs="+", default=[], metavar="PATH=VALUE",
+                          help="override data fields (e.g. data.test_subset=1000)")
 
     fold = sub.add_parser("fold", help="write the folded deploy model of a checkpoint")
     fold.add_argument("checkpoint")
@@ -109,17 +121,14 @@ def _train_config(args: argparse.Namespace) -> Any:
     from mpbn.engine.config import TrainConfig, apply_overrides, parse_set
     from mpbn.engine.presets import get_preset
 
-    overrides = parse_set(args.set)
-    for _, dest, _, _ in _FLAGS:
-        if getattr(args, dest) is not None:
-            overrides[dest] = getattr(args, dest)
-    for _, dest, _ in _SWITCHES:
-        if getattr(args, dest):
-            overrides[dest] = True
+    # Flags are text like --set values and are parsed by the same one function (which is
+    # where "none" becomes None); flags win over --set.
+    flags = [f"{dest}={getattr(args, dest)}" for _, dest, _ in _FLAGS
+             if getattr(args, dest) is not None]
+    flags += [f"{dest}=true" for _, dest, _ in _SWITCHES if getattr(args, dest)]
     if args.fold is False:
-        overrides["fold"] = False
-    if isinstance(overrides.get("mpbn"), str) and overrides["mpbn"].lower() == "none":
-        overrides["mpbn"] = None
+        flags.append("fold=false")
+    overrides = {**parse_set(args.set), **parse_set(flags)}
     if args.resume and args.preset is None:
         # Resuming without a preset continues exactly the saved configuration.
         import json
@@ -184,17 +193,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _value_text(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _print_config_paths() -> None:
+    from mpbn.engine.config import config_fields
+
+    print("--set paths (PATH [flat name]  TYPE = DEFAULT: meaning; * may change on --resume):")
+    for f in config_fields():
+        short = f" [{f.shorthand}]" if f.shorthand else ""
+        valid = (f" One of: {', '.join(_value_text(v) for v in f.choices)}."
+                 if f.choices else "")
+        print(f"  {f.path}{short}{' *' if f.runtime else ''}  {f.type} = "
+              f"{_value_text(f.default)}: {f.doc}{valid}")
+    print()
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
+    from mpbn.engine.config import flatten
     from mpbn.engine.presets import PRESETS, get_preset
 
+    if args.verbose:
+        _print_config_paths()
+    default = flatten(get_preset(None).to_dict())
     width = max(len(name) for name in PRESETS)
     print(f"{'(none)':<{width}}  {get_preset(None).description}")
     for name in sorted(PRESETS):
         print(f"{name:<{width}}  {PRESETS[name]['description']}")
         if args.verbose:
-            cfg = get_preset(name)
-            print("    " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()
-                                     if k not in ("name", "description")))
+            values = flatten(get_preset(name).to_dict())
+            print("    " + ", ".join(f"{k}={_value_text(v)}" for k, v in values.items()
+                                     if k not in ("name", "description") and v != default[k]))
     return 0
 
 
@@ -203,23 +233,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from mpbn.engine.config import parse_set
     from mpbn.engine.distributed import DistInfo
-    from mpbn.engine.train import (
-        build_loaders,
-        evaluate,
-        fold_and_evaluate,
-        load_model_from_checkpoint,
-    )
+    from mpbn.engine.evaluation import evaluate
+    from mpbn.engine.loading import load_model
+    from mpbn.engine.train import build_loaders, fold_and_evaluate
 
     overrides = parse_set(args.set)
     if args.data_root is not None:
-        overrides["data_root"] = args.data_root
-    model, cfg, ckpt = load_model_from_checkpoint(args.checkpoint, args.device, overrides)
+        overrides["data.root"] = args.data_root
+    model, cfg, ckpt = load_model(args.checkpoint, args.device, overrides)
     dist = DistInfo(device=torch.device(args.device))
-    _, test_loader, info = build_loaders(cfg, int(ckpt.get("seed", cfg.seed)), dist)
+    _, test_loader, info = build_loaders(cfg, int(ckpt.get("seed", cfg.run.seed)), dist)
     unfolded = evaluate(model, test_loader, cfg, dist)
     _, folded, mismatch = fold_and_evaluate(model, test_loader, cfg, dist)
-    print(f"checkpoint      {args.checkpoint} (epoch {ckpt['epoch']}, {cfg.model} on "
-          f"{cfg.dataset}, {info.num_test} test samples)")
+    print(f"checkpoint      {args.checkpoint} (epoch {ckpt['epoch']}, {cfg.model.name} on "
+          f"{cfg.data.name}, {info.num_test} test samples)")
     print(f"acc unfolded    {_percent(unfolded['test_acc'])}")
     print(f"acc folded      {_percent(folded['test_acc'])}")
     print(f"spike mismatch  {_mismatch_text(mismatch.total_mismatches, mismatch.rate)}")
@@ -229,7 +256,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_fold(args: argparse.Namespace) -> int:
     from mpbn.engine.deploy import export_folded
-    from mpbn.engine.train import load_model_from_checkpoint
+    from mpbn.engine.loading import load_model
     from mpbn.layers.fold import fold
 
     out = Path(args.out)
@@ -237,7 +264,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
                                                                  if args.nir else [])
     if any(t.exists() for t in targets) and not args.force:
         raise CLIError(f"{out} already holds a folded model; use --force to overwrite")
-    model, cfg, ckpt = load_model_from_checkpoint(args.checkpoint)
+    model, cfg, ckpt = load_model(args.checkpoint)
     folded = fold(model)
     graph = None
     if args.nir:  # before writing anything, so a model NIR cannot express leaves no files

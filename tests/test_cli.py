@@ -24,7 +24,8 @@ def test_no_argument_train_runs_the_demo(tmp_path, monkeypatch, capsys):
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("default-")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["config"]["model"] == "small_cnn" and summary["config"]["mpbn"] == "channel"
+    model = summary["config"]["model"]
+    assert model["name"] == "small_cnn" and model["mpbn"] == "channel"
     assert summary["final_test_acc"][0] > 0.8
     assert summary["folded_test_acc"] == summary["final_test_acc"]
     assert summary["spike_mismatch"] == [0]
@@ -69,7 +70,7 @@ def test_existing_output_is_not_overwritten(trained, capsys):
 
 def test_resume_with_changed_config_is_refused(trained, capsys):
     assert main(["train", "--out", str(trained), "--resume", "--lr", "0.5", "--quiet"]) == 2
-    assert "changed config (lr: 0.1 -> 0.5)" in capsys.readouterr().err
+    assert "changed config (optim.lr: 0.1 -> 0.5)" in capsys.readouterr().err
 
 
 def test_resume_of_a_finished_run_reuses_its_results(trained, capsys):

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["with_timesteps", "evaluate", "forward_logits", "seeded", "eval_mode", "save_figure",
@@ -98,24 +97,27 @@ def chunks(x: Tensor, y: Tensor, model: nn.Module,
         yield (x[:, i:i + batch_size] if seq else x[i:i + batch_size]), y[i:i + batch_size]
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, timesteps: int | None = None,
              batch_size: int = 256, seed: int | None = 0) -> dict[str, float]:
-    """Mean cross-entropy and accuracy (%) of ``model`` in eval mode on the sample ``(x, y)``.
+    """Mean cross-entropy and accuracy (a fraction) of ``model`` in eval mode on ``(x, y)``.
+
+    The sample-in-chunks form of the engine's one :func:`mpbn.engine.evaluation.evaluate`.
 
     Args:
         timesteps: Run only the first ``timesteps`` steps (early exit); ``None``: all.
         batch_size: Chunk size (memory bound).
         seed: Seed of the global RNG during the run (Poisson encoding); ``None``: untouched.
+
+    Returns:
+        ``{"loss": mean cross-entropy, "acc": fraction correct in [0, 1]}``.
     """
-    total_loss, correct = 0.0, 0
-    with eval_mode(model), seeded(seed):
-        for xb, yb in chunks(x, y, model, batch_size):
-            logits = forward_logits(model, xb, timesteps)
-            total_loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
-            correct += int((logits.argmax(1) == yb).sum())
-    n = max(int(y.shape[0]), 1)
-    return {"loss": total_loss / n, "acc": 100.0 * correct / n}
+    from mpbn.engine.evaluation import evaluate as evaluate_batches
+
+    with with_timesteps(model, timesteps):
+        batches = ((truncate_sequence(xb, model, timesteps), yb)
+                   for xb, yb in chunks(x, y, model, batch_size))
+        result = evaluate_batches(model, batches, measure_spikes=False, seed=seed)
+    return {"loss": result["test_loss"], "acc": result["test_acc"]}
 
 
 # --- output files ----------------------------------------------------------------------------

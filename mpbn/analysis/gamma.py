@@ -138,7 +138,8 @@ def plot_early_exit(curves: dict[str, dict[str, list[float]]], out_dir: str | Pa
     ax = axes[0][0]
     ax2 = ax.twinx()
     for i, (label, c) in enumerate(curves.items()):
-        ax.plot(c["threshold"], c["acc"], marker="o", color=f"C{i}", label=f"{label}: accuracy")
+        ax.plot(c["threshold"], [100 * a for a in c["acc"]], marker="o", color=f"C{i}",
+                label=f"{label}: accuracy")
         ax2.plot(c["threshold"], c["exit_step"], marker="s", linestyle="--", color=f"C{i}",
                  alpha=0.6, label=f"{label}: exit step")
     ax.set_xlabel("gamma threshold")

@@ -6,6 +6,8 @@ Layout (see :mod:`mpbn.engine`)::
     RUN_DIR/summary.json                 {"name", "config", "seeds", "final_test_acc", ...}
     RUN_DIR/seed_<s>/metrics.jsonl       one JSON object per epoch
     RUN_DIR/seed_<s>/last.pt, best.pt    {"model": state_dict, "config": dict, ...}
+
+Models are rebuilt by the engine's one loader, :func:`mpbn.engine.loading.load_model`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class Run:
     Attributes:
         path: The run directory.
         name: ``summary["name"]``, else ``config["name"]``, else the directory name.
-        config: ``config.json`` (``{}`` when missing).
+        config: ``config.json`` as a nested dict (older flat ones converted; ``{}`` when
+            missing).
         summary: ``summary.json`` (``{}`` when missing).
         metrics: ``{seed: [epoch records]}`` from every ``seed_<s>/metrics.jsonl``.
         checkpoints: ``{seed: path}`` of the checkpoint to analyse (``last.pt``, else ``best.pt``).
@@ -95,6 +98,7 @@ def load_run(run_dir: str | Path, prefer: str = "last") -> Run:
     config, summary = read("config.json"), read("summary.json")
     if not config and isinstance(summary.get("config"), dict):
         config = summary["config"]
+    config = _nested(config) if config else config
     name = summary.get("name") or config.get("name") or path.name
     run = Run(path=path, name=str(name), config=config, summary=summary)
     for seed_dir in sorted(path.glob("seed_*")):
@@ -109,56 +113,31 @@ def load_run(run_dir: str | Path, prefer: str = "last") -> Run:
     return run
 
 
-_LIF_FIELDS = ("decay", "v_threshold", "reset", "surrogate", "alpha")
+def _nested(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config in the nested layout (older runs wrote it flat); as is if unreadable."""
+    from mpbn.engine.config import ConfigError, TrainConfig
+
+    try:
+        return TrainConfig.from_dict(config).to_dict()
+    except (ConfigError, TypeError):
+        return config
 
 
 def model_kwargs_from_config(config: dict[str, Any],
                              input_shape: tuple[int, ...] | None = None,
                              num_classes: int | None = None) -> dict[str, Any]:
-    """The ``mpbn.models.create`` keyword arguments of a saved training config.
+    """The ``mpbn.models.create`` keyword arguments of a saved training config, with ``name``.
 
-    Accepts either ``config["model"]`` as a dict of ``create`` kwargs (with ``name``), or the
-    flat :class:`mpbn.engine.config.TrainConfig` layout (model name plus ``timesteps``,
-    ``norm``, ``mpbn``, ``encoding``, LIF fields and ``model_kwargs``); the dataset's
-    ``input_shape`` and ``num_classes`` fill ``in_channels``/``input_size``/``num_classes``.
+    ``config`` is a :class:`mpbn.engine.config.TrainConfig` dict (nested, or flat from older
+    runs); the dataset's shapes come from ``input_shape``/``num_classes``, else the dataset.
     """
-    model = config.get("model")
-    if isinstance(model, dict):
-        return dict(model)
-    kwargs: dict[str, Any] = {"name": model, "timesteps": config.get("timesteps", 4),
-                              "norm": config.get("norm", "bn"), "mpbn": config.get("mpbn")}
-    if "encoding" in config:
-        kwargs["encoding"] = config["encoding"]
-    for key in _LIF_FIELDS:
-        if config.get(key) is not None:
-            kwargs[key] = config[key]
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    if input_shape is not None and len(input_shape) == 3:
-        kwargs["in_channels"] = input_shape[0]
-        kwargs["input_size"] = tuple(input_shape[1:])
-    kwargs.update(config.get("model_kwargs") or {})
-    return kwargs
+    from mpbn.engine.config import TrainConfig
+    from mpbn.engine.loading import DataShape, create_kwargs, data_shape_of
 
-
-def _engine_loader() -> Any:
-    # The engine rebuilds models from its own config; prefer it so the two never disagree.
-    try:
-        from mpbn.engine.train import load_model_from_checkpoint
-    except ImportError:
-        return None
-    return load_model_from_checkpoint
-
-
-def _dataset_shape(config: dict[str, Any]) -> tuple[tuple[int, ...] | None, int | None]:
-    if not config.get("dataset"):
-        return None, None
-    from mpbn.data import create_loaders
-
-    _, _, info = create_loaders(config["dataset"], config.get("data_root"), batch_size=1,
-                                augment=False, num_workers=0, test_subset=1, train_subset=1,
-                                split=config.get("split"))
-    return tuple(info.input_shape), int(info.num_classes)
+    cfg = TrainConfig.from_dict(config)
+    shape = (DataShape(int(num_classes), tuple(input_shape))
+             if input_shape is not None and num_classes is not None else data_shape_of(cfg))
+    return {"name": cfg.model.name, **create_kwargs(cfg, shape)}
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -169,60 +148,41 @@ def checkpoint_config(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 def model_from_checkpoint(path: str | Path,
                           map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a checkpoint and load its weights.
-
-    Uses :func:`mpbn.engine.train.load_model_from_checkpoint` for the engine's checkpoints
-    (they carry ``data_info``); otherwise ``mpbn.models.create(**model_kwargs_from_config(...))``
-    with ``config["model"]`` a dict of ``create`` kwargs, or the dataset's shapes.
+    """Rebuild the model of a checkpoint and load its weights: :func:`mpbn.engine.load_model`.
 
     Returns:
-        ``(model in eval mode, training config dict)``.
+        ``(model in eval mode, training config as a nested dict)``.
     """
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    config = checkpoint_config(ckpt)
-    loader = _engine_loader()
-    if loader is not None and "data_info" in ckpt and not isinstance(config.get("model"), dict):
-        model, _, _ = loader(path, device=map_location)
-        return model.eval(), config
-    if isinstance(config.get("model"), dict):
-        shape, classes = None, None
-    elif isinstance(ckpt.get("data_info"), dict):
-        shape = tuple(ckpt["data_info"]["input_shape"])
-        classes = int(ckpt["data_info"]["num_classes"])
-    else:
-        shape, classes = _dataset_shape(config)
-    kwargs = model_kwargs_from_config(config, shape, classes)
-    from mpbn.models import create
+    from mpbn.engine.loading import load_model
 
-    model = create(kwargs.pop("name"), **kwargs)
-    # Checkpoints of compiled/DDP models prefix keys; strip so the plain model loads them.
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v
-             for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    return model.eval(), config
+    model, cfg, _ = load_model(path, map_location)
+    return model, cfg.to_dict()
 
 
 def load_test_sample(config: dict[str, Any], n_samples: int = 512, seed: int = 0,
                      device: str = "cpu") -> tuple[Tensor, Tensor, Any]:
     """A fixed, class-stratified sample of the test set of a run's dataset.
 
+    ``config`` is a training config dict (nested, or flat from older runs).
+
     Returns:
         ``(x, y, info)``: ``x`` is ``[N, ...]`` (static) or ``[T, N, ...]`` (sequence), normalized
         as in training; ``info`` is the :class:`mpbn.data.DatasetInfo`.
     """
     from mpbn.data import create_loaders
+    from mpbn.engine.config import TrainConfig
 
-    name = config["dataset"]
+    cfg = TrainConfig.from_dict(config)
+    name, root = cfg.data.name, cfg.data.root
     # Event datasets need the run's T; Sequential MNIST fixes its own; static sets ignore it.
-    steps = None if name == "smnist" else config.get("timesteps")
+    steps = None if name == "smnist" else cfg.model.timesteps
     kwargs = dict(batch_size=max(n_samples, 1), eval_batch_size=max(n_samples, 1),
                   augment=False, num_workers=0, device=device, seed=seed,
-                  split=config.get("split"), timesteps=steps)
+                  split=cfg.data.split, timesteps=steps)
     try:
-        _, test_loader, info = create_loaders(name, config.get("data_root"),
-                                              test_subset=n_samples, **kwargs)
+        _, test_loader, info = create_loaders(name, root, test_subset=n_samples, **kwargs)
     except ValueError:  # asked for more samples than the test set holds: take all of it
-        _, test_loader, info = create_loaders(name, config.get("data_root"), **kwargs)
+        _, test_loader, info = create_loaders(name, root, **kwargs)
     xs, ys = [], []
     for xb, yb in test_loader:
         xs.append(xb)

@@ -84,11 +84,12 @@ def results_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
     lines = ["| run | model | norm | MPBN | T | dataset | seeds | final acc (%) | best acc (%) "
              "| folded acc (%) |", "|" + " --- |" * 10]
     for run, label in zip(runs, labels, strict=True):
-        c = run.config
+        model, data = run.config.get("model") or {}, run.config.get("data") or {}
         seeds = len(run.summary.get("seeds") or run.metrics) or "-"
         lines.append(
-            f"| {label} | {c.get('model', '-')} | {c.get('norm', '-')} | "
-            f"{c.get('mpbn') or 'none'} | {c.get('timesteps', '-')} | {c.get('dataset', '-')} | "
+            f"| {label} | {model.get('name', '-')} | {model.get('norm', '-')} | "
+            f"{model.get('mpbn') or 'none'} | {model.get('timesteps', '-')} | "
+            f"{data.get('name', '-')} | "
             f"{seeds} | {mean_std_text(_final_accs(run, 'final'), scale=ACC_SCALE)} | "
             f"{mean_std_text(_final_accs(run, 'best'), scale=ACC_SCALE)} | "
             f"{mean_std_text(_final_accs(run, 'folded'), scale=ACC_SCALE)} |")
@@ -180,10 +181,11 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     loaded = _load_models(runs, labels, page, opts.device)
     x, y, info = _sample(loaded, page, opts)
     models = {k: m for k, (m, c) in loaded.items()
-              if x is not None and c.get("dataset") == info.name}
+              if x is not None and c["data"]["name"] == info.name}
     for label, (_, c) in loaded.items():
         if label not in models and x is not None:
-            page.note(f"{label}: trained on {c.get('dataset')}, not {info.name}; skipped below.")
+            page.note(f"{label}: trained on {c['data']['name']}, not {info.name}; "
+                      "skipped below.")
     if not models:
         page.note("No model could be evaluated; model-based sections are skipped.")
         return _write(page, out)

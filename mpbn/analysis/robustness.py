@@ -131,7 +131,7 @@ def plot_robustness(noise: dict[str, dict[str, list[float]]],
     for ax, curves, key, title in ((axes[0][0], noise, "sigma", "Gaussian noise (BNTT Fig. 8A)"),
                                    (axes[0][1], attack, "epsilon", "FGSM (BNTT Fig. 8B)")):
         for label, c in curves.items():
-            ax.plot(c[key], c["acc"], marker="o", label=label)
+            ax.plot(c[key], [100 * a for a in c["acc"]], marker="o", label=label)
         ax.set_xlabel(f"{'noise std sigma' if key == 'sigma' else 'attack epsilon'} ({unit})")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(title)

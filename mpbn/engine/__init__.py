@@ -2,6 +2,15 @@
 
 ``run(get_preset("mpbn-resnet19-cifar10-t2"))`` trains a paper experiment; ``run(TrainConfig())``
 is the demo. See docs/TRAINING.md.
+
+    config.py      TrainConfig (model/neuron, data, optim, run), --set paths, old flat configs
+    presets.py     the papers' experiments as named overrides
+    train.py       run -> train_seed (set-up, epochs, fold) -> train_one_epoch
+    evaluation.py  evaluate: loss, accuracy (a fraction), spike rate
+    loading.py     build_model (config -> model), load_model (checkpoint/deploy -> model)
+    rundir.py      run-directory layout, --force/--resume checks, summary
+    checkpoint.py  safe, atomic checkpoint files;  deploy.py  folded safetensors export
+    distributed.py torchrun set-up;  metrics.py  metrics.jsonl, spike rates, mean/std
 """
 
 from mpbn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -13,12 +22,13 @@ from mpbn.engine.distributed import (
     sync_batch_norm,
     sync_normalize_with_batch_stats,
 )
+from mpbn.engine.evaluation import evaluate
+from mpbn.engine.loading import load_model
 from mpbn.engine.presets import PRESETS, get_preset, list_presets
+from mpbn.engine.rundir import SeedResult
 from mpbn.engine.train import (
     RunOptions,
-    SeedResult,
     TrainingDiverged,
-    evaluate,
     load_model_from_checkpoint,
     run,
     train_one_epoch,
@@ -41,6 +51,7 @@ __all__ = [
     "list_presets",
     "load_checkpoint",
     "load_folded",
+    "load_model",
     "load_model_from_checkpoint",
     "parse_set",
     "run",

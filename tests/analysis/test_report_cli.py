@@ -11,10 +11,11 @@ models = pytest.importorskip("mpbn.models")
 
 
 def _make_run(root, name, norm, mpbn, with_checkpoint=True):
-    from mpbn.engine.config import TrainConfig
+    from mpbn.engine.config import TrainConfig, apply_overrides
 
-    cfg = TrainConfig(name=name, model="small_cnn", dataset="digits", timesteps=3, norm=norm,
-                      mpbn=mpbn, epochs=2, seeds=2)
+    cfg = apply_overrides(TrainConfig(), dict(name=name, model="small_cnn", dataset="digits",
+                                              timesteps=3, norm=norm, mpbn=mpbn, epochs=2,
+                                              seeds=2))
     run = root / name
     accs = [[0.5, 0.8], [0.6, 0.9]]
     for seed, seed_accs in enumerate(accs):
@@ -26,7 +27,7 @@ def _make_run(root, name, norm, mpbn, with_checkpoint=True):
         if with_checkpoint:
             torch.manual_seed(seed)
             model = models.create("small_cnn", num_classes=10, in_channels=1, input_size=(8, 8),
-                                  timesteps=3, norm=norm, mpbn=mpbn or "none")
+                                  timesteps=3, norm=norm, mpbn=mpbn)
             torch.save({"model": model.state_dict(), "config": json.dumps(cfg.to_dict()),
                         "data_info": {"num_classes": 10, "input_shape": [1, 8, 8]}},
                        d / "last.pt")

@@ -7,14 +7,15 @@ import pickle
 import numpy as np
 import pytest
 
-from mpbn.engine.config import TrainConfig
+from mpbn.engine.config import TrainConfig, apply_overrides
 
 
 @pytest.fixture
 def tiny_config() -> TrainConfig:
     """The demo run shrunk to seconds: 2 epochs on a digits subset, no folding."""
-    return TrainConfig(epochs=2, train_subset=256, test_subset=128, batch_size=64,
-                       eval_batch_size=128, timesteps=2, log_interval=2, fold=False)
+    return apply_overrides(TrainConfig(), dict(
+        epochs=2, train_subset=256, test_subset=128, batch_size=64, eval_batch_size=128,
+        timesteps=2, log_interval=2, fold=False))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -26,7 +25,7 @@ EPOCH_KEYS = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
 
 
 def test_default_run_end_to_end(tmp_path):
-    cfg = dataclasses.replace(TrainConfig(), epochs=3, log_interval=5)
+    cfg = apply_overrides(TrainConfig(), dict(epochs=3, log_interval=5))
     summary = run(cfg, RunOptions(out=tmp_path / "run", quiet=True))
     run_dir = tmp_path / "run"
     assert json.loads((run_dir / "config.json").read_text()) == cfg.to_dict()
@@ -50,7 +49,7 @@ def test_default_run_end_to_end(tmp_path):
 
 
 def test_seeds_report_mean_and_std(tmp_path, tiny_config):
-    cfg = dataclasses.replace(tiny_config, epochs=1, seeds=2, seed=5)
+    cfg = apply_overrides(tiny_config, dict(epochs=1, seeds=2, seed=5))
     summary = run(cfg, RunOptions(out=tmp_path, force=True, quiet=True))
     assert summary["seeds"] == [5, 6]
     accs = summary["final_test_acc"]
@@ -63,7 +62,7 @@ def _state(path):
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_config):
-    cfg = dataclasses.replace(tiny_config, encoding="poisson")  # exercises the RNG restore
+    cfg = apply_overrides(tiny_config, dict(encoding="poisson"))  # exercises the RNG restore
     run(cfg, RunOptions(out=tmp_path / "a", quiet=True))
     assert run(cfg, RunOptions(out=tmp_path / "b", quiet=True, stop_after=1)) is None
     assert _state(tmp_path / "b/seed_0/last.pt")["epoch"] == 1
@@ -82,40 +81,40 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_
 
 
 def test_resume_with_more_seeds_adds_them_and_reuses_the_finished_ones(tmp_path, tiny_config):
-    one = dataclasses.replace(tiny_config, epochs=1, seeds=1)
+    one = apply_overrides(tiny_config, dict(epochs=1, seeds=1))
     first = run(one, RunOptions(out=tmp_path, quiet=True))
     seed0 = (tmp_path / "seed_0/result.json").read_text()
-    more = run(dataclasses.replace(one, seeds=2), RunOptions(out=tmp_path, quiet=True,
+    more = run(apply_overrides(one, dict(seeds=2)), RunOptions(out=tmp_path, quiet=True,
                                                              resume=True))
     assert more["seeds"] == [0, 1]
     assert more["final_test_acc"][0] == first["final_test_acc"][0]
     assert (tmp_path / "seed_0/result.json").read_text() == seed0
     assert json.loads((tmp_path / "summary.json").read_text())["seeds"] == [0, 1]
-    assert json.loads((tmp_path / "config.json").read_text())["seeds"] == 2
+    assert json.loads((tmp_path / "config.json").read_text())["run"]["seeds"] == 2
 
 
 def test_grad_checkpointing_trains_to_the_same_weights(tmp_path, tiny_config):
     """The recompute changes memory, not the run: same weights and running statistics."""
-    cfg = dataclasses.replace(tiny_config, epochs=1, mpbn="channel")
+    cfg = apply_overrides(tiny_config, dict(epochs=1, mpbn="channel"))
     run(cfg, RunOptions(out=tmp_path / "a", quiet=True))
-    run(dataclasses.replace(cfg, grad_checkpointing=1), RunOptions(out=tmp_path / "b",
+    run(apply_overrides(cfg, dict(grad_checkpointing=1)), RunOptions(out=tmp_path / "b",
                                                                    quiet=True))
     a, b = _state(tmp_path / "a/seed_0/last.pt"), _state(tmp_path / "b/seed_0/last.pt")
     for key in a["model"]:
         torch.testing.assert_close(b["model"][key], a["model"][key], msg=key)
     with pytest.raises(ConfigError, match="grad_checkpointing must be >= 0"):
-        dataclasses.replace(cfg, grad_checkpointing=-1).validate()
+        apply_overrides(cfg, dict(grad_checkpointing=-1))
 
 
 def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_config):
     run(tiny_config, RunOptions(out=tmp_path, quiet=True, stop_after=1))
-    changed = dataclasses.replace(tiny_config, lr=0.05)
+    changed = apply_overrides(tiny_config, dict(lr=0.05))
     with pytest.raises(ConfigError, match="changed config.*lr"):
         run(changed, RunOptions(out=tmp_path, quiet=True, resume=True))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config):
-    cfg = dataclasses.replace(tiny_config, epochs=3)
+    cfg = apply_overrides(tiny_config, dict(epochs=3))
 
     def inject_nan(event, loss=None, epoch=0, global_step=0, **_):
         if event == "step" and epoch == 2 and global_step == 6:
@@ -130,7 +129,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config
 
 
 def test_huge_lr_diverges_with_a_message(tmp_path, tiny_config):
-    cfg = dataclasses.replace(tiny_config, lr=1e30, epochs=1)
+    cfg = apply_overrides(tiny_config, dict(lr=1e30, epochs=1))
     with pytest.raises(TrainingDiverged, match="NaN/inf at epoch 1"):
         run(cfg, RunOptions(out=tmp_path, quiet=True))
 
@@ -175,10 +174,11 @@ def test_weight_decay_only_on_conv_and_linear_weights():
 
 
 def test_schedules():
-    cosine = TrainConfig(epochs=10, schedule="cosine")
+    cosine = apply_overrides(TrainConfig(), dict(epochs=10, schedule="cosine"))
     assert lr_factor(cosine, 0, 10) == 1.0
     assert lr_factor(cosine, 99, 10) < 1e-3
-    step = TrainConfig(epochs=10, schedule="step", milestones=[0.5, 0.7, 0.9])
+    step = apply_overrides(TrainConfig(), dict(epochs=10, schedule="step",
+                                               milestones=[0.5, 0.7, 0.9]))
     factors = [lr_factor(step, e * 10, 10) for e in range(10)]
     assert factors == pytest.approx([1] * 5 + [0.1] * 2 + [0.01] * 2 + [0.001])
 
@@ -187,9 +187,9 @@ def test_overrides_are_typed_and_validated():
     cfg = apply_overrides(TrainConfig(), parse_set(
         ["epochs=2", "lr=0.05", "mpbn=none", "milestones=0.5,0.75", "amp=true",
          'model_kwargs={"width": 8}', "train_subset=none"]))
-    assert (cfg.epochs, cfg.lr, cfg.mpbn, cfg.milestones, cfg.amp) == (2, 0.05, None,
-                                                                     [0.5, 0.75], True)
-    assert cfg.model_kwargs == {"width": 8}
+    assert (cfg.optim.epochs, cfg.optim.lr, cfg.model.mpbn, cfg.optim.milestones,
+            cfg.run.amp) == (2, 0.05, None, [0.5, 0.75], True)
+    assert cfg.model.kwargs == {"width": 8} and cfg.data.train_subset is None
     for bad, match in [("timesteps=0", "timesteps"), ("lr=-1", "lr"), ("nope=1", "unknown"),
                        ("mpbn=row", "mpbn must be one of"), ("epochs=two", "expected int")]:
         with pytest.raises(ConfigError, match=match):
@@ -202,17 +202,18 @@ def test_every_preset_is_valid():
         cfg = get_preset(name)
         assert cfg.name == name and cfg.description
     mpbn = get_preset("mpbn-resnet19-cifar10-t2")
-    assert (mpbn.lr, mpbn.momentum, mpbn.weight_decay, mpbn.decay_params, mpbn.schedule,
-            mpbn.epochs, mpbn.batch_size, mpbn.autoaugment) == (0.1, 0.9, 1e-4, "weights",
-                                                                 "cosine", 400, 128, True)
-    assert get_preset("mpbn-resnet18-imagenet-t4").epochs == 320
-    assert get_preset("mpbn-resnet19-cifar10dvs-t10").lr == 0.01
+    o = mpbn.optim
+    assert (o.lr, o.momentum, o.weight_decay, o.decay_params, o.schedule, o.epochs,
+            mpbn.data.batch_size, mpbn.data.autoaugment) == (0.1, 0.9, 1e-4, "weights",
+                                                             "cosine", 400, 128, True)
+    assert get_preset("mpbn-resnet18-imagenet-t4").optim.epochs == 320
+    assert get_preset("mpbn-resnet19-cifar10dvs-t10").optim.lr == 0.01
     bntt = get_preset("bntt-vgg9-cifar10-t25")
-    assert (bntt.lr, bntt.weight_decay, bntt.schedule, bntt.norm, bntt.reset, bntt.encoding,
-            bntt.surrogate, bntt.alpha, bntt.v_threshold) == (0.3, 5e-4, "step", "bntt",
-                                                              "soft", "poisson", "linear", 0.3,
-                                                              1.0)
-    assert [get_preset(f"bntt-{n}").epochs for n in
+    n = bntt.model.neuron
+    assert (bntt.optim.lr, bntt.optim.weight_decay, bntt.optim.schedule, bntt.model.norm,
+            n.reset, bntt.model.encoding, n.surrogate, n.alpha, n.v_threshold) == (
+        0.3, 5e-4, "step", "bntt", "soft", "poisson", "linear", 0.3, 1.0)
+    assert [get_preset(f"bntt-{n}").optim.epochs for n in
             ("vgg9-cifar10-t25", "vgg11-cifar100-t50", "vgg11-tiny-imagenet-t30",
              "vggsnn-cifar10dvs-t20")] == [120, 240, 90, 60]
 

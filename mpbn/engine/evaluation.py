@@ -1,0 +1,96 @@
+"""The one evaluation pass: test loss, accuracy (a fraction in [0, 1]) and spike rate.
+
+The training loop, ``mpbn eval`` and every analysis call :func:`evaluate`; accuracies are
+fractions everywhere in the library and in the files it writes (``metrics.jsonl``,
+``summary.json``, analysis JSON/CSV), and become percent only where text is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mpbn.engine.distributed import DistInfo, all_reduce_sum
+from mpbn.engine.metrics import SpikeRateMeter
+
+__all__ = ["evaluate", "EVAL_SEED", "autocast", "prepare_input"]
+
+EVAL_SEED = 12345  # Poisson encoding draws from this fixed stream in evaluation: repeatable
+
+
+def autocast(cfg: Any, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast where the config asks for it and the device is CUDA; else nothing."""
+    if cfg is not None and cfg.run.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_input(x: Tensor, cfg: Any) -> Tensor:
+    """The input in the memory format of the config (channels-last for 4-d images)."""
+    if cfg is not None and cfg.run.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], cfg: Any = None,
+             dist: DistInfo | None = None, *, measure_spikes: bool = True,
+             seed: int | None = EVAL_SEED) -> dict[str, float]:
+    """Test loss, accuracy and mean LIF spike rate of ``model`` in eval mode, over ranks.
+
+    Runs under a forked RNG seeded with ``seed + rank``: Poisson encodings are the same for
+    every evaluation (folded vs unfolded compare like for like), and evaluating does not move
+    the caller's RNG (so resumed and uninterrupted runs stay identical).
+
+    Args:
+        batches: ``(x, y)`` pairs: a test loader, or chunks of a fixed sample.
+        cfg: The :class:`~mpbn.engine.config.TrainConfig` (autocast, channels-last); None:
+            plain float32.
+        dist: Process group information; None: one process on the model's device.
+        measure_spikes: Count spikes with LIF forward hooks (``spike_rate``; 0 when off).
+        seed: Seed of the RNG during the pass; None: the caller's RNG, untouched.
+
+    Returns:
+        ``{"test_loss": mean cross-entropy, "test_acc": fraction correct in [0, 1],
+        "spike_rate": spikes per neuron and step}``.
+    """
+    dist = dist or DistInfo(device=_device_of(model))
+    was_training = model.training
+    model.eval()
+    device = dist.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    count = 0
+    meter = SpikeRateMeter()
+    devices = [device] if device.type == "cuda" else []
+    rng = (contextlib.nullcontext() if seed is None
+           else torch.random.fork_rng(devices=devices))
+    with rng, (meter.measure(model) if measure_spikes else contextlib.nullcontext()):
+        if seed is not None:
+            torch.manual_seed(seed + dist.rank)
+        for x, y in batches:
+            with autocast(cfg, device):
+                logits = model(prepare_input(x, cfg)).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            count += y.shape[0]
+    spikes = meter.spikes if meter.spikes is not None else torch.zeros((), device=device)
+    totals = torch.stack([loss_sum, correct,
+                          torch.tensor(float(count), device=device, dtype=torch.float64),
+                          spikes.double().to(device),
+                          torch.tensor(float(meter.total), device=device, dtype=torch.float64)])
+    all_reduce_sum(totals)
+    loss_total, correct_total, n, spike_total, neuron_steps = totals.tolist()
+    model.train(was_training)
+    return {"test_loss": loss_total / max(n, 1), "test_acc": correct_total / max(n, 1),
+            "spike_rate": spike_total / neuron_steps if neuron_steps else 0.0}

@@ -1,0 +1,138 @@
+"""The run directory: its layout, creation (``--force``), resume checks and the summary.
+
+Layout (other tools, :mod:`mpbn.analysis` among them, rely on it)::
+
+    RUN_DIR/config.json             the resolved TrainConfig (nested; older runs: flat)
+    RUN_DIR/summary.json            per-seed accuracies, mean, std, code commit
+    RUN_DIR/seed_<s>/metrics.jsonl  one line per epoch
+    RUN_DIR/seed_<s>/last.pt        after every epoch (for --resume)
+    RUN_DIR/seed_<s>/best.pt        best test accuracy so far
+    RUN_DIR/seed_<s>/result.json    the seed's final numbers (marks it finished)
+
+A run written before the config was nested (flat ``config.json`` and checkpoint configs)
+resumes as it is: :func:`~mpbn.engine.config.config_diff` reads both layouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpbn.engine.config import ConfigError, TrainConfig, config_diff
+from mpbn.engine.distributed import DistInfo
+from mpbn.engine.metrics import git_commit, mean_std
+
+__all__ = ["SeedResult", "default_run_dir", "prepare_run_dir", "check_resumable",
+           "seed_dir", "finished_result", "write_result", "summarize", "write_summary",
+           "remove_if_untrained"]
+
+
+@dataclass
+class SeedResult:
+    """The numbers one seed contributes to the summary (``seed_<s>/result.json``)."""
+
+    seed: int
+    final_test_acc: float
+    best_test_acc: float
+    folded_test_acc: float | None
+    spike_mismatch: int | None
+    train_time: float
+    epochs: int
+    spike_mismatch_rate: float | None = None
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def seed_dir(run_dir: Path, seed: int) -> Path:
+    return run_dir / f"seed_{seed}"
+
+
+def check_resumable(saved: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
+    """Refuse to continue ``where`` (a run dir or checkpoint) when the experiment changed.
+
+    Only :data:`~mpbn.engine.config.RUNTIME_FIELDS` (device, workers, more seeds...) may
+    differ; ``saved`` may be nested or flat (older runs).
+    """
+    diff = config_diff(saved, cfg.to_dict())
+    if diff:
+        raise ConfigError(f"cannot resume {where} with a changed config ({'; '.join(diff)}); "
+                          "start a new run with a new --out, or drop the changed options")
+
+
+def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, resume: bool,
+                    dist: DistInfo) -> Path:
+    """Create the run directory and write ``config.json``; refuse to clobber anything."""
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise ConfigError(f"cannot resume: {config_path} does not exist (is {run_dir} a "
+                              "run directory written by `mpbn train`?)")
+        check_resumable(json.loads(config_path.read_text()), cfg, run_dir)
+        if dist.is_primary:  # runtime fields (e.g. more seeds) may have changed
+            config_path.write_text(cfg.to_json() + "\n")
+        return run_dir
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    if dist.enabled:
+        # Every rank looks before rank 0 writes, so all ranks take the same decision.
+        torch.distributed.barrier()
+    if occupied and not force:
+        raise ConfigError(f"output folder {run_dir} exists and is not empty; use --force to "
+                          "overwrite, --resume to continue it, or another --out")
+    if dist.is_primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if force:
+            for stale in (run_dir / "summary.json", *run_dir.glob("seed_*/metrics.jsonl"),
+                          *run_dir.glob("seed_*/result.json")):
+                stale.unlink(missing_ok=True)
+        config_path.write_text(cfg.to_json() + "\n")
+    return run_dir
+
+
+def finished_result(folder: Path) -> SeedResult | None:
+    """The result of a seed that finished before (its ``result.json``), else None."""
+    path = folder / "result.json"
+    return SeedResult(**json.loads(path.read_text())) if path.exists() else None
+
+
+def write_result(folder: Path, result: SeedResult) -> None:
+    (folder / "result.json").write_text(json.dumps(asdict(result), indent=2))
+
+
+def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
+    """airbench-style summary: per-seed accuracies, their mean and std, the code commit."""
+    final = [r.final_test_acc for r in results]
+    mean, std = mean_std(final)
+    folded = [r.folded_test_acc for r in results]
+    return {
+        "name": cfg.name, "config": cfg.to_dict(), "seeds": [r.seed for r in results],
+        "final_test_acc": final, "best_test_acc": [r.best_test_acc for r in results],
+        "mean": mean, "std": std, "commit": git_commit(),
+        "folded_test_acc": folded, "spike_mismatch": [r.spike_mismatch for r in results],
+        "spike_mismatch_rate": [r.spike_mismatch_rate for r in results],
+        "train_time": [r.train_time for r in results],
+    }
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def remove_if_untrained(run_dir: Path) -> None:
+    """Remove what a run that failed before its first checkpoint wrote (so no --force)."""
+    if any(run_dir.glob("seed_*/*.pt")):
+        return
+    (run_dir / "config.json").unlink(missing_ok=True)
+    for path in sorted(run_dir.glob("seed_*/metrics.jsonl")):
+        path.unlink()
+    for folder in [*run_dir.glob("seed_*"), run_dir]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
