@@ -96,3 +96,40 @@ def test_spike_mismatch_seed_feeds_a_random_encoder_the_same_spikes():
     assert mpbn.spike_mismatch(model, copy.deepcopy(model), x, seed=3).total_mismatches == 0
     report = mpbn.spike_mismatch(model, copy.deepcopy(model), x)
     assert report.total_mismatches > 0 and 0 < report.rate < 1
+
+
+def test_bn_folds_into_the_conv_of_a_conv_norm_and_nowhere_else():
+    from torch import nn
+
+    from mpbn.layers import ConvNorm, FoldWarning, PerStep, SeqBatchNorm
+
+    class Shifted(ConvNorm):
+        """A user subclass is still a ConvNorm for the fold."""
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        ConvNorm(nn.Conv2d(2, 4, 3, padding=1, bias=False), SeqBatchNorm(4)),
+        mpbn.LIF(),
+        Shifted(nn.Linear(4, 4), SeqBatchNorm(4)),
+        PerStep(nn.AvgPool2d(2)),
+        SeqBatchNorm(4),  # after pooling: no conv/linear to fold into
+    ).double()
+    # A module that merely looks like one (a conv and a norm child) is not folded: only a
+    # ConvNorm promises that its norm acts directly on its conv's output.
+    lookalike = nn.Module()
+    lookalike.conv, lookalike.norm = nn.Conv2d(4, 4, 1), SeqBatchNorm(4)
+    model.add_module("lookalike", lookalike)
+    model.train()
+    x = torch.rand(3, 5, 2, 4, 4, dtype=torch.float64)
+    model[0](x)
+    model[2](torch.rand(3, 5, 4, dtype=torch.float64))  # non-trivial running statistics
+    model[4](torch.rand(3, 5, 4, 2, 2, dtype=torch.float64))
+    model.eval()
+    with pytest.warns(FoldWarning, match="2 BN with no preceding conv/linear.*4, lookalike.norm"):
+        folded = mpbn.fold(model)
+    assert isinstance(folded[0].norm, nn.Identity) and isinstance(folded[2].norm, nn.Identity)
+    assert isinstance(folded[4], SeqBatchNorm) and isinstance(folded.lookalike.norm, SeqBatchNorm)
+    assert folded[0].conv.bias is not None  # created by the fold (beta - mu * s)
+    torch.testing.assert_close(folded[0](x), model[0](x), rtol=1e-12, atol=1e-12)
+    y = torch.rand(3, 5, 4, dtype=torch.float64)
+    torch.testing.assert_close(folded[2](y), model[2](y), rtol=1e-12, atol=1e-12)
