@@ -18,7 +18,7 @@ from mpbn.functional.norm import (
 )
 
 __all__ = ["LIF", "MembraneBN", "MEMBRANE_NORMS", "LIF_BACKENDS", "create_neuron",
-           "broadcast_per_step"]
+           "canonical_membrane_norm", "broadcast_per_step"]
 
 #: MPBN granularities (``membrane_norm`` of :class:`LIF`; ``None`` is no MPBN).
 MEMBRANE_NORMS = ("channel", "element")
@@ -316,6 +316,21 @@ class LIF(nn.Module):
                 f"surrogate={self.surrogate}")
 
 
+def canonical_membrane_norm(value: str | None | bool) -> str | None:
+    """The MPBN granularity a factory argument names: ``None`` for no MPBN, else one of
+    :data:`MEMBRANE_NORMS`.
+
+    The one place where the model-level spelling ``"none"`` (and ``False``) becomes ``None``
+    (``mpbn.models.create(..., mpbn="none")``, :func:`create_neuron`); :class:`LIF` and
+    :class:`MembraneBN` take ``None`` only.
+    """
+    if value is None or value is False or value == "none":
+        return None
+    if value not in MEMBRANE_NORMS:
+        raise ValueError(f"unknown mpbn {value!r}; valid: none, {', '.join(MEMBRANE_NORMS)}")
+    return value
+
+
 def create_neuron(
     num_features: int | None = None,
     *,
@@ -331,8 +346,7 @@ def create_neuron(
         membrane_norm: ``None``/``"none"``, ``"channel"`` or ``"element"``.
         **neuron_kwargs: Passed to :class:`LIF` (decay, v_threshold, reset, surrogate, ...).
     """
-    if membrane_norm == "none":
-        membrane_norm = None
+    membrane_norm = canonical_membrane_norm(membrane_norm)
     if membrane_norm == "element" and feature_shape is None:
         raise ValueError(
             "element-wise MPBN needs the per-step feature shape (C, H, W) of the layer; "
