@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mpbn.layers.neuron import LIF, MEMBRANE_NORMS, create_neuron
+from mpbn.layers.neuron import LIF, canonical_membrane_norm, create_neuron
 from mpbn.layers.norm import SeqNorm, canonical_norm_name, create_norm
 
 __all__ = ["LayerFactories", "make_factories", "split_neuron_kwargs", "tdbn_residual_alpha"]
@@ -64,9 +64,7 @@ def make_factories(norm: str, mpbn: str | None, timesteps: int,
         overrides: LIF keywords given directly to the model builder; they win over ``neuron``.
     """
     key = canonical_norm_name(norm)
-    membrane = None if mpbn in (None, "none", False) else mpbn
-    if membrane is not None and membrane not in MEMBRANE_NORMS:
-        raise ValueError(f"unknown mpbn {mpbn!r}; valid: none, {', '.join(MEMBRANE_NORMS)}")
+    membrane = canonical_membrane_norm(mpbn)
     if not isinstance(timesteps, int) or timesteps <= 0:
         raise ValueError(f"timesteps must be a positive int, got {timesteps!r}")
     kwargs = {**defaults, **(neuron or {}), **overrides}
