@@ -62,6 +62,22 @@ class SpikingNet(nn.Module):
         self.timesteps = int(timesteps)
         self.encoding = encoding
         self.grad_checkpointing = 0  # units per checkpointed segment; 0: off
+        # Poisson firing probability per unit |x| (mpbn.functional.encoding.poisson_encode):
+        # 1 by default, 0.5 is the BNTT authors' PoissonGen (set_poisson_rate_scale).
+        self.poisson_rate_scale = 1.0
+
+    def set_poisson_rate_scale(self, rate_scale: float) -> None:
+        """Fire with probability ``clamp(rate_scale * |x|, 0, 1)`` under Poisson encoding.
+
+        The default 1 is the BNTT paper's "frequency proportional to the pixel intensity"
+        (Sec. 3.5) at its simplest; 0.5 reproduces the BNTT authors' public ``PoissonGen``
+        (``rand * 2 <= |x|``, on CIFAR inputs normalized by mean and std). See
+        :func:`mpbn.functional.encoding.poisson_encode`.
+        """
+        rate_scale = float(rate_scale)
+        if not (rate_scale > 0 and rate_scale < float("inf")):
+            raise ValueError(f"rate_scale must be a positive finite number, got {rate_scale}")
+        self.poisson_rate_scale = rate_scale
 
     def set_grad_checkpointing(self, enable: bool = True, every: int = 1) -> None:
         """Recompute the body in backward instead of keeping its activations (timm's API name).
@@ -94,7 +110,8 @@ class SpikingNet(nn.Module):
                 f"sequence [T, B, {self._shape_text()}], got {tuple(x.shape)}"
             )
         if self.encoding == "poisson":
-            return self.stem(poisson_encode(x, self.timesteps))
+            return self.stem(poisson_encode(x, self.timesteps,
+                                            rate_scale=self.poisson_rate_scale))
         return self.stem.forward_static(x, self.timesteps)
 
     def _shape_text(self) -> str:

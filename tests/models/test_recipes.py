@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import mpbn.recipes as recipes
 from mpbn.engine.config import apply_overrides
@@ -89,3 +90,24 @@ def test_the_other_bntt_leak_is_a_documented_option():
     cfg = apply_overrides(get_preset("bntt-vgg9-cifar10-t25"), {"decay": 0.95})
     assert PRESETS["bntt-vgg9-cifar10-t25"]["decay"] == recipes.BNTT_NEURON["decay"]
     assert cfg != get_preset("bntt-vgg9-cifar10-t25")
+
+
+def test_the_bntt_authors_poisson_rate_is_a_model_option():
+    """``set_poisson_rate_scale(0.5)`` feeds the stem the authors' PoissonGen rate, the default
+    the rate ``|x|`` (same draws: the same global seed)."""
+    from mpbn.functional.encoding import poisson_encode
+
+    model = create("vgg9", num_classes=3, timesteps=4, input_size=8, width=8)
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    for scale in (1.0, 0.5):
+        if scale != 1.0:
+            model.set_poisson_rate_scale(scale)
+        torch.manual_seed(3)
+        got = model.encode(x)
+        torch.manual_seed(3)
+        want = model.stem(poisson_encode(x, 4, rate_scale=scale))
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.manual_seed(3)
+    assert not torch.equal(model.encode(x), model.stem(poisson_encode(x, 4)))
+    with pytest.raises(ValueError, match="rate_scale must be a positive"):
+        model.set_poisson_rate_scale(0)
