@@ -19,6 +19,7 @@ from mpbn.layers.neuron import LIF
 from mpbn.layers.norm import SeqLayerNorm, SeqNorm
 from mpbn.layers.recording import record_spikes
 from mpbn.layers.sequence import ConvNorm
+from mpbn.layers.sync import revert_sync_norms
 
 __all__ = ["fold", "fold_membrane_norms", "fold_norms_into_weights", "FOLD_PASSES",
            "SpikeMismatch", "spike_mismatch", "FoldWarning", "warn_unfolded"]
@@ -73,8 +74,11 @@ def fold(module: nn.Module) -> nn.Module:
     Every MPBN neuron becomes a plain LIF with a per-channel or per-element threshold (MPBN
     Sec. 4.2) using the running statistics, and every shared-statistics norm of a
     :class:`~mpbn.layers.sequence.ConvNorm` is folded into its conv's weights (the passes of
-    :data:`FOLD_PASSES`). ``module`` itself is not modified.
+    :data:`FOLD_PASSES`). ``module`` itself is not modified. A tree with synchronized norms
+    (:func:`~mpbn.layers.sync.convert_sync_norms`) folds as its plain twin: folded neurons
+    normalize nothing, and process groups cannot be copied.
     """
+    module = revert_sync_norms(module)
     if isinstance(module, LIF):
         return _fold_neuron(module).eval() if module.membrane_norm is not None \
             else copy.deepcopy(module).eval()

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import mpbn
 from mpbn.layers import LIF, SeqBatchNorm
 from mpbn.layers.neuron import MembraneBN
 from mpbn.layers.norm import SeqLayerNorm
@@ -71,3 +72,17 @@ def test_convert_refuses_a_norm_subclass_it_cannot_synchronize():
 
     with pytest.raises(TypeError, match="MyBN has batch statistics but no synchronized twin"):
         convert_sync_norms(nn.Sequential(MyBN(2)), object())
+
+
+def test_fold_of_a_synchronized_tree_is_the_fold_of_the_plain_model():
+    class Group:  # like a process group: cannot be copied
+        def __deepcopy__(self, memo):
+            raise TypeError("cannot pickle a process group")
+
+    torch.manual_seed(0)
+    model = nn.Sequential(SeqBatchNorm(3), LIF(membrane_norm="channel", num_features=3))
+    model(torch.randn(2, 4, 3, 2, 2) + 0.3)  # non-trivial running statistics
+    folded = mpbn.fold(convert_sync_norms(model, Group()))
+    assert not any(type(m).__name__.startswith("Sync") for m in folded.modules())
+    x = torch.randn(2, 4, 3, 2, 2) + 0.3
+    torch.testing.assert_close(folded(x), mpbn.fold(model)(x), rtol=0, atol=0)
