@@ -436,6 +436,13 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # overrides
 
 
+def _finite(value: float) -> float:
+    # float() accepts nan/inf; a NaN alpha or lr trains to NaN weights and "finishes".
+    if not math.isfinite(value):
+        raise ValueError(value)
+    return value
+
+
 def _parse_value(key: str, text: str, annotation: Any) -> Any:
     """Convert ``text`` to the type of field ``key`` (``none`` is None for optional fields)."""
     args = typing.get_args(annotation)
@@ -457,11 +464,11 @@ def _parse_value(key: str, text: str, annotation: Any) -> Any:
         if annotation is int:
             return int(text)
         if annotation is float:
-            return float(text)
+            return _finite(float(text))
         if annotation is str:
             return text
         if origin is list:
-            return [float(v) for v in text.split(",") if v.strip()]
+            return [_finite(float(v)) for v in text.split(",") if v.strip()]
         if origin is dict:
             value = json.loads(text)
             if not isinstance(value, dict):
@@ -470,8 +477,10 @@ def _parse_value(key: str, text: str, annotation: Any) -> Any:
     except (ValueError, json.JSONDecodeError):
         pass
     kind = getattr(annotation, "__name__", str(annotation))
-    if origin is list:
-        kind = "comma-separated numbers"
+    if annotation is float:
+        kind = "a finite number (not nan or inf)"
+    elif origin is list:
+        kind = "comma-separated finite numbers"
     elif origin is dict:
         kind = "a JSON object"
     raise ConfigError(f"{key}={text!r} is not valid: expected {kind}")

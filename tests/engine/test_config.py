@@ -183,3 +183,14 @@ def test_an_old_run_directory_resumes_evaluates_and_folds(tmp_path, tiny_config,
     assert main(["eval", str(old / "seed_0/last.pt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'leak' is neither a field of the nested config" in err
+
+
+@pytest.mark.parametrize("item", ["alpha=nan", "lr=inf", "optim.lr=-inf", "weight_decay=NaN",
+                                  "model.neuron.v_threshold=1e400", "milestones=0.5,nan"])
+def test_set_refuses_non_finite_numbers_naming_the_key(item):
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError, match="finite") as caught:
+        parse_set([item])
+    message = str(caught.value)
+    assert message.startswith(f"{key}=") and "\n" not in message
+    assert parse_set([f"{key}={'0.5,0.7' if 'milestones' in key else '0.5'}"])  # finite: fine
