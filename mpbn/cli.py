@@ -2,8 +2,8 @@
 
     mpbn train [PRESET] [--set path=value ...] [--epochs N --lr X ...] [--seeds N] [--out DIR]
     mpbn presets [-v]
-    mpbn eval CKPT
-    mpbn fold CKPT -o OUT_DIR [--nir]
+    mpbn eval CKPT|RUN_DIR
+    mpbn fold CKPT|RUN_DIR -o OUT_DIR [--nir]
 
 Bad input prints ``mpbn: error: ...`` (one line, what was wrong and what is valid) and exits
 with status 2; a diverged run exits with status 1. ``MPBN_DEBUG=1`` shows tracebacks instead.
@@ -68,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train PRESET (see `mpbn presets`), or the demo run "
                            "(small spiking CNN with MPBN on bundled digits) when none is given.")
     train.add_argument("preset", nargs="?", default=None, help="preset name (default: demo)")
-    train.add_argument("--set", nargs="+", default=[], metavar="PATH=VALUE",
+    # action="extend": every --set counts, in order, so a later value wins per key.
+    train.add_argument("--set", nargs="+", action="extend", default=[], metavar="PATH=VALUE",
                        help="override any config field by its path or flat name, e.g. --set "
                        "optim.lr=0.05 model.neuron.decay=0.5 epochs=2 (`mpbn presets -v` "
-                       "lists them)")
+                       "lists them); may repeat, the later value wins")
     for flag, dest, text in _FLAGS:
         for path in ("model.norm", "model.mpbn"):
             text = text.replace("{" + path + "}", _choices_text(path)) if "{" in text else text
@@ -93,14 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="document every --set path and show each preset's settings")
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint, unfolded and folded")
-    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("checkpoint", help="checkpoint file, run folder (its seed's last.pt) "
+                          "or folded model folder")
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument("--set", nargs="+", default=[], metavar="PATH=VALUE",
-                          help="override data fields (e.g. data.test_subset=1000)")
+    evaluate.add_argument("--set", nargs="+", action="extend", default=[],
+                          metavar="PATH=VALUE",
+                          help="override data fields (e.g. data.test_subset=1000); may repeat")
 
     fold = sub.add_parser("fold", help="write the folded deploy model of a checkpoint")
-    fold.add_argument("checkpoint")
+    fold.add_argument("checkpoint", help="checkpoint file or run folder (its seed's last.pt)")
     fold.add_argument("-o", "--out", required=True, help="output folder")
     fold.add_argument("--force", action="store_true", help="overwrite existing files")
     fold.add_argument("--nir", action="store_true", help="also export NIR (needs mpbn.export)")
@@ -228,11 +231,31 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
+def _checkpoint_path(text: str) -> Path:
+    """The file to load for a CHECKPOINT argument: as given, or a run folder's one checkpoint.
 
+    A run folder (what `mpbn train` prints) stands for its seed's ``last.pt``, the model its
+    summary's final and folded accuracies are of (``best.pt`` where no ``last.pt`` is left);
+    a folder with several seeds is an error listing them. Folded model folders pass through.
+    """
+    path = Path(text)
+    if not path.is_dir() or (path / "model.json").is_file():
+        return path
+    found = [next((d / n for n in ("last.pt", "best.pt") if (d / n).is_file()), None)
+             for d in sorted(path.glob("seed_*")) if d.is_dir()]
+    found = [f for f in found if f is not None]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CLIError(f"{path} is a folder with no checkpoint: give a checkpoint file, a run "
+                       "folder (with seed_*/last.pt) or a folder written by `mpbn fold`")
+    raise CLIError(f"run folder {path} has {len(found)} seeds; give one checkpoint: "
+                   f"{', '.join(str(f) for f in found)}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     from mpbn.engine.config import parse_set
-    from mpbn.engine.distributed import DistInfo
+    from mpbn.engine.distributed import DistInfo, _pick_device
     from mpbn.engine.evaluation import evaluate
     from mpbn.engine.loading import load_model
     from mpbn.engine.train import build_loaders, fold_and_evaluate
@@ -240,12 +263,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides = parse_set(args.set)
     if args.data_root is not None:
         overrides["data.root"] = args.data_root
-    model, cfg, ckpt = load_model(args.checkpoint, args.device, overrides)
-    dist = DistInfo(device=torch.device(args.device))
+    device = _pick_device(args.device, 0)
+    checkpoint = _checkpoint_path(args.checkpoint)
+    model, cfg, ckpt = load_model(checkpoint, device, overrides)
+    dist = DistInfo(device=device)
     _, test_loader, info = build_loaders(cfg, int(ckpt.get("seed", cfg.run.seed)), dist)
     unfolded = evaluate(model, test_loader, cfg, dist)
     _, folded, mismatch = fold_and_evaluate(model, test_loader, cfg, dist)
-    print(f"checkpoint      {args.checkpoint} (epoch {ckpt['epoch']}, {cfg.model.name} on "
+    print(f"checkpoint      {checkpoint} (epoch {ckpt['epoch']}, {cfg.model.name} on "
           f"{cfg.data.name}, {info.num_test} test samples)")
     print(f"acc unfolded    {_percent(unfolded['test_acc'])}")
     print(f"acc folded      {_percent(folded['test_acc'])}")
@@ -264,7 +289,8 @@ def cmd_fold(args: argparse.Namespace) -> int:
                                                                  if args.nir else [])
     if any(t.exists() for t in targets) and not args.force:
         raise CLIError(f"{out} already holds a folded model; use --force to overwrite")
-    model, cfg, ckpt = load_model(args.checkpoint)
+    checkpoint = _checkpoint_path(args.checkpoint)
+    model, cfg, ckpt = load_model(checkpoint)
     folded = fold(model)
     graph = None
     if args.nir:  # before writing anything, so a model NIR cannot express leaves no files
@@ -278,7 +304,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
             raise CLIError(f"--nir needs the nir package: pip install 'mpbn[export]' ({exc})"
                            ) from None
     weights, meta = export_folded(folded, cfg, ckpt["data_info"], out,
-                                  extra={"source_checkpoint": str(args.checkpoint),
+                                  extra={"source_checkpoint": str(checkpoint),
                                          "epoch": ckpt["epoch"]})
     print(f"wrote {weights} and {meta}")
     if graph is not None:

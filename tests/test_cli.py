@@ -51,6 +51,12 @@ def trained(tmp_path_factory):
      "expected train-images-idx3"),
     (["eval", "/no/such.pt"], "does not exist"),
     (["train", "--resume"], "--resume needs --out"),
+    (["train", "--device", "gpu"], "unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
+    (["eval", "/no/such.pt", "--device", "gpu"], "unknown device 'gpu'; use auto, cpu, cuda"),
+    (["train", "--set", "epoch=2"], "unknown config key 'epoch' (did you mean epochs "
+     "(optim.epochs)?)"),
+    (["train", "mpbn-resnet19-cifar10-t3"], "(did you mean mpbn-resnet19-cifar10-t2,"),
+    (["eval", "."], "is a folder with no checkpoint: give a checkpoint file, a run folder"),
 ])
 def test_bad_input_is_a_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -59,6 +65,68 @@ def test_bad_input_is_a_one_line_error(argv, message, capsys, tmp_path, monkeypa
     assert err.startswith("mpbn: error: ") and "\n" not in err and "Traceback" not in err
     assert message in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_data_root_that_is_a_file_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data_batch_1").write_bytes(b"")
+    assert main(["train", "--dataset", "cifar10", "--data-root", "data_batch_1"]) == 2
+    err = capsys.readouterr().err
+    assert "mpbn: error: data root data_batch_1 is a file, not a folder; give the folder" in err
+    assert err.count("\n") == 1 and not any((tmp_path / "runs").iterdir())
+
+
+def test_repeated_set_merges_and_the_later_value_wins():
+    from mpbn.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--set", "lr=0.5", "batch_size=32", "--set",
+                                      "epochs=1", "--set", "lr=0.25"])
+    cfg = _train_config(args)
+    assert (cfg.optim.lr, cfg.data.batch_size, cfg.optim.epochs) == (0.25, 32, 1)
+
+
+def test_repeated_eval_set_merges(trained, capsys):
+    assert main(["eval", str(trained / "seed_0/last.pt"), "--set", "test_subset=20",
+                 "--set", "data.eval_batch_size=7"]) == 0
+    assert "20 test samples" in capsys.readouterr().out
+
+
+def test_header_shows_the_effective_settings_of_a_preset(tmp_path, capsys):
+    # The data root is missing, so the run stops after its header, before any epoch.
+    argv = ["train", "mpbn-resnet19-cifar10-t2", "--set", "epochs=3", "--data-root",
+            str(tmp_path / "missing"), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("run mpbn-resnet19-cifar10-t2 (preset: MPBN Table 2: ")
+    assert "  overrides  data.root=" in out and "optim.epochs=3" in out
+    assert "  model      resnet19, norm bn, MPBN channel, T=2\n" in out
+    assert "  training   3 epochs x 3 seeds (0, 1, 2), sgd lr 0.1\n" in out
+    assert "  device     cpu, 1 process\n" in out and f"writing to {tmp_path / 'run'}" in out
+
+
+def test_header_of_the_demo_names_the_dataset_actually_used(tmp_path, capsys):
+    argv = ["train", "--dataset", "nmnist", "--data-root", str(tmp_path / "missing"),
+            "--seeds", "2", "--set", "test_subset=50", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    out = capsys.readouterr().out
+    assert "overrides  data.name=nmnist," in out and "run.seeds=2" in out
+    assert f"  data       nmnist from {tmp_path / 'missing'} (test subset 50), batch 64" in out
+    assert "1 epoch" not in out and "x 2 seeds (0, 1)" in out
+
+
+def test_eval_of_a_run_folder_uses_its_checkpoint(trained, capsys):
+    assert main(["eval", str(trained)]) == 0
+    assert f"checkpoint      {trained / 'seed_0/last.pt'} (epoch 2" in capsys.readouterr().out
+
+
+def test_eval_of_a_run_folder_with_several_seeds_lists_them(tmp_path, trained, capsys):
+    for seed in (0, 1):
+        (tmp_path / f"seed_{seed}").mkdir()
+        (tmp_path / f"seed_{seed}/best.pt").write_bytes((trained / "seed_0/best.pt").read_bytes())
+    assert main(["eval", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert (f"mpbn: error: run folder {tmp_path} has 2 seeds; give one checkpoint: "
+            f"{tmp_path / 'seed_0/best.pt'}, {tmp_path / 'seed_1/best.pt'}\n") == err
 
 
 def test_existing_output_is_not_overwritten(trained, capsys):

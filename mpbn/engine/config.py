@@ -27,6 +27,7 @@ Everything after it (validation, the engine, the models) sees Python values only
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import json
 import math
@@ -387,7 +388,9 @@ def resolve_key(key: str) -> str:
     matches = [p for p in _PATHS if p.rsplit(".", 1)[-1] == key]
     if matches:
         raise ConfigError(f"config key {key!r} is ambiguous: use one of {', '.join(matches)}")
-    close = [p for p in _PATHS if key in p][:6]
+    close = [n if n in _PATHS else f"{n} ({_SHORT[n]})"
+             for n in difflib.get_close_matches(key, [*_SHORT, *_PATHS], n=3, cutoff=0.7)]
+    close = close or [p for p in _PATHS if key in p][:6]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ConfigError(f"unknown config key {key!r}{hint}; `mpbn presets -v` lists the "
                       f"{len(_PATHS)} valid paths")

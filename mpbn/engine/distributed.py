@@ -55,6 +55,11 @@ class DistInfo:
 def _pick_device(requested: str, local_rank: int) -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(requested)
+    except RuntimeError:  # torch's message is a traceback-sized list of backend names
+        raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N "
+                         "(N: the GPU index)") from None
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")

@@ -25,6 +25,7 @@ Reduced presets (``cifar10-r20narrow-*``, ``bntt-vs-bn-poisson-*``) are sized fo
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides
@@ -146,7 +147,8 @@ def get_preset(name: str | None) -> TrainConfig:
     if name is None or name == "default":
         return TrainConfig().validate()
     if name not in PRESETS:
-        close = [p for p in PRESETS if name in p or p in name][:5]
+        close = (difflib.get_close_matches(name, list(PRESETS), n=3, cutoff=0.7)
+                 or [p for p in PRESETS if name in p or p in name][:5])
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown preset {name!r}{hint}; see `mpbn presets` for the "
                           f"{len(PRESETS)} valid names")

@@ -98,8 +98,7 @@ def run(cfg: TrainConfig, options: RunOptions | None = None) -> dict[str, Any] |
         run_dir = rundir.prepare_run_dir(cfg, options.out, force=options.force,
                                          resume=options.resume, dist=dist)
         if dist.is_primary and not options.quiet:
-            print(f"run {cfg.name}: {cfg.description}\n  writing to {run_dir}  "
-                  f"(device {dist.device}, {dist.world_size} process(es))", flush=True)
+            print(run_header(cfg, run_dir, dist), flush=True)
         results: list[SeedResult] = []
         for i in range(cfg.run.seeds):
             seed = cfg.run.seed + i
@@ -136,6 +135,45 @@ def check_names(cfg: TrainConfig) -> None:
                           f"{', '.join(list_datasets())}")
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "es" if word.endswith("s") else "s")
+
+
+def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
+    """The lines printed when a run starts, built from the effective config.
+
+    A preset's description is fixed text, so it is labelled as the preset's and followed by
+    the settings that differ from that preset (``--set``, flags, a resumed config).
+    """
+    from mpbn.engine.config import flatten
+    from mpbn.engine.presets import PRESETS, get_preset
+
+    m, d, o, r = cfg.model, cfg.data, cfg.optim, cfg.run
+    lines = [f"run {cfg.name}"]
+    if cfg.name in PRESETS or cfg.name == "default":
+        preset = flatten(get_preset(cfg.name).to_dict())
+        changed = [f"{k}={v}" for k, v in flatten(cfg.to_dict()).items()
+                   if k not in ("name", "description") and preset.get(k) != v]
+        lines[0] += f" (preset: {get_preset(cfg.name).description})"
+        lines.append(f"  overrides  {', '.join(changed) if changed else 'none'}")
+    mpbn_text = "no MPBN" if m.mpbn is None else f"MPBN {m.mpbn}"
+    subsets = [f"{part} subset {n}" for part, n in (("train", d.train_subset),
+                                                    ("test", d.test_subset)) if n is not None]
+    data = d.name + (f" from {d.root}" if d.root is not None else "")
+    data += f" ({', '.join(subsets)})" if subsets else " (full splits)"
+    seeds = ", ".join(str(r.seed + i) for i in range(min(r.seeds, 5)))
+    seeds += ", ..." if r.seeds > 5 else ""
+    lines += [
+        f"  model      {m.name}, norm {m.norm}, {mpbn_text}, T={m.timesteps}",
+        f"  data       {data}, batch {d.batch_size}",
+        f"  training   {_plural(o.epochs, 'epoch')} x {_plural(r.seeds, 'seed')} ({seeds}), "
+        f"{o.name} lr {o.lr}",
+        f"  device     {dist.device}, {_plural(dist.world_size, 'process')}",
+        f"  writing to {run_dir}",
+    ]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------
 # one seed: set-up, the epoch loop with checkpoints, fold
 
@@ -165,6 +203,11 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler(dist.device.type, enabled=False)  # bf16 needs no scaling
+    if options.force and not options.resume and seed == cfg.run.seed:
+        # Set-up passed: only now may --force move the previous run's results aside.
+        rundir.set_aside_previous(cfg, seed_dir.parent, dist)
+        if primary:
+            seed_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, global_step, best_acc, test_acc = 0, 0, -1.0, 0.0
     last_path, best_path = seed_dir / "last.pt", seed_dir / "best.pt"
     writer = MetricsWriter(seed_dir, enabled=primary)
@@ -277,6 +320,9 @@ def build_loaders(cfg: TrainConfig, seed: int, dist: DistInfo) -> tuple[Any, Any
     if data.batch_size % dist.world_size:
         raise ConfigError(f"batch_size {data.batch_size} is not divisible by the "
                           f"{dist.world_size} processes")
+    if data.root is not None and Path(data.root).expanduser().is_file():
+        raise FileNotFoundError(f"data root {data.root} is a file, not a folder; give the folder "
+                                "that holds the dataset files with --data-root")
     if data.root is not None and not Path(data.root).expanduser().exists():
         raise FileNotFoundError(f"data root {data.root} does not exist; give an existing "
                                 f"folder with --data-root (or omit it for $MPBN_DATA/<dataset>)")
