@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpbn", description="Spiking neural networks with Membrane Potential BN: train, "
         "evaluate and fold. `mpbn train` with no arguments runs the demo.")
+    from mpbn import __version__
+
+    parser.add_argument("--version", action="version", version=f"mpbn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a preset or the default demo run",

@@ -198,3 +198,10 @@ def test_fold_nir_writes_a_graph_that_simulates_like_the_model(tmp_path, trained
     x = torch.rand(8, 1, 8, 8, dtype=torch.float64)
     x_seq = x.unsqueeze(0).expand(folded.timesteps, *x.shape)
     torch.testing.assert_close(simulate_nir(graph, x_seq), folded(x))
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mpbn {mpbn.__version__}"
