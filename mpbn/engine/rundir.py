@@ -8,6 +8,7 @@ Layout (other tools, :mod:`mpbn.analysis` among them, rely on it)::
     RUN_DIR/seed_<s>/last.pt        after every epoch (for --resume)
     RUN_DIR/seed_<s>/best.pt        best test accuracy so far
     RUN_DIR/seed_<s>/result.json    the seed's final numbers (marks it finished)
+    RUN_DIR/previous-<timestamp>/   what a ``--force`` run found there (the files above)
 
 A run written before the config was nested (flat ``config.json`` and checkpoint configs)
 resumes as it is: :func:`~mpbn.engine.config.config_diff` reads both layouts.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +32,7 @@ from mpbn.engine.metrics import git_commit, mean_std
 
 __all__ = ["SeedResult", "default_run_dir", "prepare_run_dir", "check_resumable",
            "seed_dir", "finished_result", "write_result", "summarize", "write_summary",
-           "remove_if_untrained"]
+           "remove_if_untrained", "set_aside_previous"]
 
 
 @dataclass
@@ -69,7 +71,13 @@ def check_resumable(saved: dict[str, Any], cfg: TrainConfig, where: Path) -> Non
 
 def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, resume: bool,
                     dist: DistInfo) -> Path:
-    """Create the run directory and write ``config.json``; refuse to clobber anything."""
+    """Create the run directory and write ``config.json``; refuse to clobber anything.
+
+    Under ``force`` nothing is written or removed here: the previous run's files stay as
+    they are until the new run has passed set-up (data and model built), when the caller
+    moves them aside with :func:`set_aside_previous`, which also writes ``config.json``. A
+    set-up failure (say, a wrong data root) thus leaves the user's results untouched.
+    """
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     config_path = run_dir / "config.json"
     if resume:
@@ -89,12 +97,40 @@ def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, re
                           "overwrite, --resume to continue it, or another --out")
     if dist.is_primary:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if force:
-            for stale in (run_dir / "summary.json", *run_dir.glob("seed_*/metrics.jsonl"),
-                          *run_dir.glob("seed_*/result.json")):
-                stale.unlink(missing_ok=True)
-        config_path.write_text(cfg.to_json() + "\n")
+        if not force:
+            config_path.write_text(cfg.to_json() + "\n")
     return run_dir
+
+
+def set_aside_previous(cfg: TrainConfig, run_dir: Path, dist: DistInfo) -> Path | None:
+    """Under ``--force``, once set-up has passed: move the old run out of the way.
+
+    ``config.json``, ``summary.json`` and every ``seed_*`` folder (metrics, results,
+    checkpoints) are renamed, never deleted, into ``run_dir/previous-<timestamp>/``; then the
+    new ``config.json`` is written. Every rank calls this; the primary one moves.
+
+    Returns:
+        The folder the old files are now in, or None when there were none.
+    """
+    moved_to: Path | None = None
+    if dist.is_primary:
+        old = [p for p in (run_dir / "config.json", run_dir / "summary.json") if p.exists()]
+        old += sorted(p for p in run_dir.glob("seed_*") if p.is_dir())
+        if old:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            moved_to = run_dir / f"previous-{stamp}"
+            for n in range(1, 1000):
+                if not moved_to.exists():
+                    break
+                moved_to = run_dir / f"previous-{stamp}-{n}"
+            moved_to.mkdir()
+            for path in old:
+                os.replace(path, moved_to / path.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    if dist.enabled:
+        torch.distributed.barrier()  # no rank writes into a seed folder before it moved
+    return moved_to
 
 
 def finished_result(folder: Path) -> SeedResult | None:

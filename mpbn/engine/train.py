@@ -203,6 +203,11 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler(dist.device.type, enabled=False)  # bf16 needs no scaling
+    if options.force and not options.resume and seed == cfg.run.seed:
+        # Set-up passed: only now may --force move the previous run's results aside.
+        rundir.set_aside_previous(cfg, seed_dir.parent, dist)
+        if primary:
+            seed_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, global_step, best_acc, test_acc = 0, 0, -1.0, 0.0
     last_path, best_path = seed_dir / "last.pt", seed_dir / "best.pt"
     writer = MetricsWriter(seed_dir, enabled=primary)
