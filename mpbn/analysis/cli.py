@@ -6,6 +6,7 @@
     mpbn analyze gamma|fold-report RUN_DIR... --out DIR
     mpbn report RUN_DIR... --out DIR
 
+Every command but ``curves`` takes ``--data-root DIR`` for data that moved since training.
 ``RUN_DIR`` is an ``mpbn train`` output folder (its first seed's checkpoint is used) or a
 checkpoint file ``*.pt``. ``mpbn.cli`` calls :func:`register`.
 """
@@ -36,12 +37,29 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
         p.add_argument("--checkpoint", choices=("last", "best"), default="last")
         p.add_argument("--device", default="cpu")
         p.add_argument("--seed", type=int, default=0, help="seed of directions, noise, encoders")
+        p.add_argument("--data-root", default=None, metavar="DIR",
+                       help="dataset folder, instead of the one the run recorded (data moved)")
+
+
+def data_overrides(data_root: str | None) -> dict[str, Any]:
+    """``{"data.root": DIR}`` for ``--data-root`` (checked to be a folder), else ``{}``."""
+    if data_root is None:
+        return {}
+    root = Path(data_root).expanduser()
+    if root.is_file():
+        raise FileNotFoundError(f"--data-root {data_root} is a file, not a folder; give the "
+                                "folder that holds the dataset files")
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data-root {data_root} does not exist; give the folder the "
+                                "dataset files are in now")
+    return {"data.root": str(root)}
 
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, nn.Module], Tensor, Tensor, Any]:
     """Models of every RUN_DIR and a test sample of the first one's dataset."""
     from mpbn.analysis.io import load_run, load_test_sample, model_from_checkpoint
 
+    overrides = data_overrides(args.data_root)
     models: dict[str, nn.Module] = {}
     configs = []
     for entry in args.runs:
@@ -55,9 +73,17 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, nn.Module], Tensor, Tenso
             label, ckpt = run.name, run.checkpoints[min(run.checkpoints)]
         if label in models:
             label = f"{label} ({path})"
-        models[label], config = model_from_checkpoint(ckpt, args.device)
+        models[label], config = model_from_checkpoint(ckpt, args.device, overrides)
         configs.append(config)
-    x, y, info = load_test_sample(configs[0], args.n_samples, args.seed, args.device)
+    try:
+        x, y, info = load_test_sample(configs[0], args.n_samples, args.seed, args.device,
+                                      overrides)
+    except FileNotFoundError as error:
+        if overrides:
+            raise
+        raise FileNotFoundError(f"{str(error).strip().splitlines()[0]} (the data root the run "
+                                "recorded); if the data moved, give its folder with --data-root"
+                                ) from None
     return models, x, y, info
 
 
@@ -171,6 +197,7 @@ def _report(args: argparse.Namespace) -> int:
     options = ReportOptions(n_samples=args.n_samples, batch_size=args.batch_size,
                             seed=args.seed, checkpoint=args.checkpoint, device=args.device,
                             landscape_points=args.n_points,
+                            overrides=data_overrides(args.data_root),
                             sections=[s for s in SECTIONS if s not in skip])
     path = build_report(args.runs, args.out, options)
     print(f"wrote {path}")

@@ -146,33 +146,43 @@ def checkpoint_config(ckpt: dict[str, Any]) -> dict[str, Any]:
     return json.loads(config) if isinstance(config, str) else dict(config)
 
 
-def model_from_checkpoint(path: str | Path,
-                          map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def model_from_checkpoint(path: str | Path, map_location: str = "cpu",
+                          overrides: dict[str, Any] | None = None
+                          ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint and load its weights: :func:`mpbn.engine.load_model`.
+
+    Args:
+        path: A checkpoint file (or a folder written by ``mpbn fold``).
+        map_location: Where the model is put.
+        overrides: Config overrides (``{"data.root": DIR}`` when the data moved), applied to
+            the returned config too.
 
     Returns:
         ``(model in eval mode, training config as a nested dict)``.
     """
     from mpbn.engine.loading import load_model
 
-    model, cfg, _ = load_model(path, map_location)
+    model, cfg, _ = load_model(path, map_location, overrides)
     return model, cfg.to_dict()
 
 
 def load_test_sample(config: dict[str, Any], n_samples: int = 512, seed: int = 0,
-                     device: str = "cpu") -> tuple[Tensor, Tensor, Any]:
+                     device: str = "cpu", overrides: dict[str, Any] | None = None
+                     ) -> tuple[Tensor, Tensor, Any]:
     """A fixed, class-stratified sample of the test set of a run's dataset.
 
-    ``config`` is a training config dict (nested, or flat from older runs).
+    ``config`` is a training config dict (nested, or flat from older runs); ``overrides``
+    (``{"data.root": DIR}`` when the data moved) are applied to it first.
 
     Returns:
         ``(x, y, info)``: ``x`` is ``[N, ...]`` (static) or ``[T, N, ...]`` (sequence), normalized
         as in training; ``info`` is the :class:`mpbn.data.DatasetInfo`.
     """
     from mpbn.data import create_loaders
-    from mpbn.engine.config import TrainConfig
+    from mpbn.engine.config import TrainConfig, apply_overrides
 
     cfg = TrainConfig.from_dict(config)
+    cfg = apply_overrides(cfg, overrides) if overrides else cfg
     name, root = cfg.data.name, cfg.data.root
     # Event datasets need the run's T; Sequential MNIST fixes its own; static sets ignore it.
     steps = None if name == "smnist" else cfg.model.timesteps

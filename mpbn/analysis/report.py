@@ -50,6 +50,8 @@ class ReportOptions:
     checkpoint: str = "last"
     device: str = "cpu"
     sections: Sequence[str] = SECTIONS
+    #: Config overrides for rebuilding models and loading data, e.g. ``{"data.root": DIR}``.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def mean_std_text(values: Sequence[float] | None, ddof: int = 1, scale: float = 1.0) -> str:
@@ -127,7 +129,8 @@ def _png(files: Sequence[str]) -> str:
 
 
 def _load_models(runs: Sequence[Run], labels: Sequence[str],
-                 page: _Page, device: str) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+                 page: _Page, device: str, overrides: dict[str, Any] | None = None
+                 ) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
     models = {}
     for run, label in zip(runs, labels, strict=True):
         if not run.checkpoints:
@@ -135,7 +138,7 @@ def _load_models(runs: Sequence[Run], labels: Sequence[str],
             continue
         seed = min(run.checkpoints)
         try:
-            models[label] = model_from_checkpoint(run.checkpoints[seed], device)
+            models[label] = model_from_checkpoint(run.checkpoints[seed], device, overrides)
         except Exception as error:
             page.note(f"{label}: cannot rebuild the model ({type(error).__name__}: {error}).")
     return models
@@ -178,7 +181,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     if not model_sections:
         return _write(page, out)
     page.add("## Models", "")
-    loaded = _load_models(runs, labels, page, opts.device)
+    loaded = _load_models(runs, labels, page, opts.device, opts.overrides)
     x, y, info = _sample(loaded, page, opts)
     models = {k: m for k, (m, c) in loaded.items()
               if x is not None and c["data"]["name"] == info.name}
@@ -309,7 +312,8 @@ def _sample(loaded: dict[str, tuple[nn.Module, dict[str, Any]]], page: _Page,
             opts: ReportOptions) -> tuple[Tensor | None, Tensor | None, Any]:
     for label, (_, config) in loaded.items():
         try:
-            return load_test_sample(config, opts.n_samples, opts.seed, opts.device)
+            return load_test_sample(config, opts.n_samples, opts.seed, opts.device,
+                                    opts.overrides)
         except Exception as error:
             page.note(f"{label}: test data unavailable ({type(error).__name__}: {error}).")
     return None, None, None
