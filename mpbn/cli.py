@@ -283,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_fold(args: argparse.Namespace) -> int:
-    from mpbn.engine.deploy import export_folded
+    from mpbn.engine.deploy import export_folded, preprocessing
     from mpbn.engine.loading import load_model
     from mpbn.layers.fold import fold
 
@@ -300,7 +300,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
         from mpbn.export import NIRExportError, to_nir
 
         try:
-            graph = to_nir(folded)
+            graph = to_nir(folded, preprocessing=preprocessing(cfg, ckpt["data_info"]))
         except NIRExportError as exc:
             raise CLIError(f"cannot export to NIR: {exc}") from None
         except ImportError as exc:

@@ -67,6 +67,7 @@ def in_memory_loaders(
     kind: str,
     timesteps: int | None,
     split: str,
+    class_names: tuple[str, ...] | None = None,
 ) -> tuple[DeviceLoader, DeviceLoader, DatasetInfo]:
     """Wrap two in-memory splits into :class:`DeviceLoader` objects plus their info."""
     train = take_subset(train, request.train_subset, request.seed)
@@ -108,5 +109,7 @@ def in_memory_loaders(
         split=split,
         num_train=len(train.labels),
         num_test=len(test.labels),
+        scale=scale,
+        class_names=class_names,
     )
     return train_loader, test_loader, info

@@ -31,6 +31,7 @@ class CifarVariant:
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    class_names: tuple[str, ...] | None = None
 
 
 # Per-file MD5s as torchvision lists them; the archive MD5s are the published ones.
@@ -52,6 +53,8 @@ CIFAR10 = CifarVariant(
     num_classes=10,
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
+    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"),
 )
 CIFAR100 = CifarVariant(
     name="cifar100",
@@ -65,6 +68,18 @@ CIFAR100 = CifarVariant(
     num_classes=100,
     mean=(0.5071, 0.4865, 0.4409),
     std=(0.2673, 0.2564, 0.2762),
+    # The fine label names of the archive's ``meta`` file, in label (alphabetical) order.
+    class_names=tuple("""
+        apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+        butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach
+        couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster
+        house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree
+        motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear
+        pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket
+        rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar
+        sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip
+        turtle wardrobe whale willow_tree wolf woman worm
+    """.split()),
 )
 VARIANTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
@@ -215,4 +230,5 @@ def _build_cifar(request: LoaderRequest):
         kind="static",
         timesteps=None,
         split=f"{request.name}:official-train/test",
+        class_names=variant.class_names,
     )

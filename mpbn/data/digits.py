@@ -39,6 +39,10 @@ def load_digits_split() -> tuple[ArrayDataset, ArrayDataset]:
     )
 
 
+#: Class names in label order (the label is the digit).
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+
 @register("digits")
 def _build_digits(request: LoaderRequest):
     train, test = load_digits_split()
@@ -60,4 +64,5 @@ def _build_digits(request: LoaderRequest):
         kind="static",
         timesteps=None,
         split="digits:stratified-80/20-seed0",
+        class_names=DIGIT_CLASSES,
     )

@@ -188,7 +188,8 @@ def _resolve_timesteps(request: LoaderRequest) -> int:
     return timesteps
 
 
-def _event_loaders(request, train, test, *, reader, sensor, size, spec, num_classes, split):
+def _event_loaders(request, train, test, *, reader, sensor, size, spec, num_classes, split,
+                   class_names=None):
     timesteps = _resolve_timesteps(request)
     # Subsets are drawn before frames are built so reduced-scale runs read only what they use.
     train = take_samples(train, [s.label for s in train], request.train_subset, request.seed)
@@ -207,7 +208,7 @@ def _event_loaders(request, train, test, *, reader, sensor, size, spec, num_clas
     return in_memory_loaders(
         request, arrays[0], arrays[1], spec=spec, mean=None, std=None, layout="frames",
         scale=scale, num_classes=num_classes, input_shape=(2, *size), kind="sequence",
-        timesteps=timesteps, split=split,
+        timesteps=timesteps, split=split, class_names=class_names,
     )  # fmt: skip
 
 
@@ -225,6 +226,7 @@ def _build_cifar10_dvs(request: LoaderRequest):
     return _event_loaders(
         request, train, test, reader=read_aedat2, sensor=DVS128_SENSOR, size=CIFAR10_DVS_SIZE,
         spec=spec, num_classes=10, split=f"cifar10-dvs:{SPLITS[split]}",
+        class_names=CIFAR10_DVS_CLASSES,
     )  # fmt: skip
 
 
@@ -279,4 +281,5 @@ def _build_nmnist(request: LoaderRequest):
     return _event_loaders(
         request, train, test, reader=read_nmnist, sensor=NMNIST_SENSOR, size=NMNIST_SENSOR,
         spec=spec, num_classes=10, split="nmnist:official-train/test",
+        class_names=tuple(str(d) for d in range(10)),
     )  # fmt: skip

@@ -290,7 +290,7 @@ def _folder_loaders(request, train, val, names, *, size, resize, mean, std, spli
     info = DatasetInfo(
         name=request.name, num_classes=len(names), input_shape=(3, size, size), mean=mean,
         std=std, kind="static", timesteps=None, split=split, num_train=len(train),
-        num_test=len(val),
+        num_test=len(val), scale=1 / 255, class_names=tuple(names),
     )  # fmt: skip
     return train_loader, test_loader, info
 

@@ -21,6 +21,9 @@ class DatasetInfo:
         split: Name of the train/test split, e.g. ``"cifar10-dvs:9to1-per-class"``.
         num_train: Number of training samples (after ``train_subset``).
         num_test: Number of test samples (after ``test_subset``).
+        scale: Factor the raw samples are multiplied by before normalization (``1/255`` for
+            uint8 images, ``1.0`` for event counts), or ``None`` where not recorded.
+        class_names: Name of each class in label order, or ``None`` where the dataset has none.
     """
 
     name: str
@@ -33,3 +36,5 @@ class DatasetInfo:
     split: str
     num_train: int
     num_test: int
+    scale: float | None = None
+    class_names: tuple[str, ...] | None = None

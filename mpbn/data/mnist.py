@@ -116,6 +116,10 @@ def load_mnist(
     return splits[0], splits[1]
 
 
+#: Class names in label order (the label is the digit).
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+
+
 @register("smnist")
 def _build_smnist(request: LoaderRequest):
     if request.timesteps not in (None, 784):
@@ -146,4 +150,5 @@ def _build_smnist(request: LoaderRequest):
         kind="sequence",
         timesteps=784,
         split="smnist:official-train/test",
+        class_names=MNIST_CLASSES,
     )

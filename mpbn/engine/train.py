@@ -28,6 +28,7 @@ from mpbn.engine.checkpoint import (
     save_checkpoint,
 )
 from mpbn.engine.config import ConfigError, TrainConfig
+from mpbn.engine.deploy import data_info_record
 from mpbn.engine.distributed import (
     DistInfo,
     all_reduce_max,
@@ -297,9 +298,9 @@ def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler
                         cfg: TrainConfig, *, epoch: int, global_step: int, best_acc: float,
                         test_acc: float, seed: int, info: Any) -> dict[str, Any]:
     return {
-        # Enough of the dataset's description to rebuild the model without the data.
-        "data_info": {"num_classes": int(info.num_classes),
-                      "input_shape": [int(s) for s in info.input_shape]},
+        # Enough of the dataset's description to rebuild the model without the data, and the
+        # preprocessing its deploy files record (mpbn.engine.deploy.preprocessing).
+        "data_info": data_info_record(info),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "epoch": epoch, "global_step": global_step, "best_acc": best_acc,

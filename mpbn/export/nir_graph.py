@@ -47,6 +47,7 @@ every step; Poisson-encoded models take the spike train as input.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -223,13 +224,19 @@ class _GraphBuilder:
         return src, (lin.out_features,)
 
 
-def to_nir(model: nn.Module, *, dt: float = 1e-3) -> Any:
+def to_nir(model: nn.Module, *, dt: float = 1e-3,
+           preprocessing: dict[str, Any] | None = None) -> Any:
     """Export a folded zoo model (feed-forward or spiking ResNet) to a ``nir.NIRGraph``.
 
     Args:
         model: A folded model (``mpbn.fold(model)``) built by :func:`mpbn.models.create`.
         dt: The time step the discrete LIF is mapped with (see the module docstring:
             ``tau = dt / (1 - decay)``, ``r = 1 / (1 - decay)``).
+        preprocessing: How raw samples become the input
+            (:func:`mpbn.engine.deploy.preprocessing`: pixel scale, mean/std, encoding, T,
+            dataset and class names), stored in the metadata as a JSON string under
+            ``"preprocessing"`` (HDF5 attributes hold no nested or null values), with
+            ``dataset``, ``mean`` and ``std`` also as plain entries where known.
 
     Raises:
         NIRExportError: A layer NIR cannot express (one line naming it).
@@ -247,6 +254,10 @@ def to_nir(model: nn.Module, *, dt: float = 1e-3) -> Any:
     builder.add("output", nir.Output(output_type={"output": np.array(shape)}), [src])
     metadata = {"dt": float(dt), "readout": "mean_over_time", "encoding": model.encoding,
                 "timesteps": int(model.timesteps), "producer": "mpbn"}
+    if preprocessing is not None:
+        metadata["preprocessing"] = json.dumps(preprocessing, sort_keys=True)
+        metadata.update({k: preprocessing[k] for k in ("dataset", "mean", "std")
+                         if preprocessing.get(k) is not None})
     return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=metadata,
                         type_check=False)
 
