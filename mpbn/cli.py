@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpbn", description="Spiking neural networks with Membrane Potential BN: train, "
         "evaluate and fold. `mpbn train` with no arguments runs the demo.")
-    from mpbn import __version__
+    # The installed distribution's version (pyproject.toml), which tests/test_cli.py checks
+    # equals mpbn.__version__: cli.py may not import the top-level package (ARCHITECTURE.md).
+    from importlib.metadata import version
 
-    parser.add_argument("--version", action="version", version=f"mpbn {__version__}")
+    parser.add_argument("--version", action="version", version=f"mpbn {version('mpbn')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a preset or the default demo run",
