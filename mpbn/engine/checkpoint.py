@@ -167,6 +167,14 @@ def _verify(path: Path, payload: dict[str, Any]) -> None:
                           "saved with it")
 
 
+def chmod_like_open(path: str | os.PathLike) -> None:
+    """Give a written file the mode a plain ``open()`` would (0666 minus the umask), whatever
+    the writer used (a temporary file from ``mkstemp`` is 0600, and safetensors writes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
 
@@ -185,6 +193,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        chmod_like_open(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

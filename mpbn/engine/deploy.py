@@ -10,13 +10,13 @@ tensors. Neither file can execute code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from mpbn.engine.checkpoint import chmod_like_open
 from mpbn.engine.config import TrainConfig
 
 __all__ = ["data_info_record", "export_folded", "load_folded", "preprocessing"]
@@ -59,14 +59,6 @@ def preprocessing(cfg: TrainConfig, data_info: dict[str, Any]) -> dict[str, Any]
             "class_names": data_info.get("class_names")}
 
 
-def _chmod_by_umask(path: Path) -> None:
-    # Give written files the mode a plain open() would (0666 minus the umask), whatever the
-    # writer used (a temporary file from mkstemp is 0600).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def export_folded(folded: nn.Module, cfg: TrainConfig, data_info: dict[str, Any],
                   out_dir: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/model.safetensors`` and ``out_dir/model.json`` (mode 0666 minus umask).
@@ -86,7 +78,7 @@ def export_folded(folded: nn.Module, cfg: TrainConfig, data_info: dict[str, Any]
                                 "preprocessing": preprocessing(cfg, data_info),
                                 **(extra or {})}, indent=2) + "\n")
     for path in (weights, meta):
-        _chmod_by_umask(path)
+        chmod_like_open(path)
     return weights, meta
 
 

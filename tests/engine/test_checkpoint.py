@@ -163,3 +163,15 @@ def test_an_old_checkpoint_without_digest_loads_silently(tmp_path, capsys):
     assert capsys.readouterr() == ("", "")
     assert loaded["config"] == _payload()["config"] and loaded["format_version"] == 1
     assert _same(loaded["model"], _payload()["model"])
+
+
+def test_a_checkpoint_gets_the_mode_open_would_give(tmp_path):
+    """mkstemp makes 0600 files; a checkpoint is as readable as any file the user writes."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(2)}})
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
