@@ -18,10 +18,10 @@ from mpbn.layers import (
     fold,
     spike_mismatch,
 )
-
-__version__ = "0.1.0"
+from mpbn.version import __version__
 
 __all__ = [
+    "__version__",
     "data",
     "models",
     "LIF",

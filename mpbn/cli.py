@@ -62,11 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpbn", description="Spiking neural networks with Membrane Potential BN: train, "
         "evaluate and fold. `mpbn train` with no arguments runs the demo.")
-    # The installed distribution's version (pyproject.toml), which tests/test_cli.py checks
-    # equals mpbn.__version__: cli.py may not import the top-level package (ARCHITECTURE.md).
-    from importlib.metadata import version
+    # From the leaf module mpbn.version (cli.py may not import the top-level package,
+    # ARCHITECTURE.md; the installed metadata is absent when run from a source tree).
+    from mpbn.version import __version__
 
-    parser.add_argument("--version", action="version", version=f"mpbn {version('mpbn')}")
+    parser.add_argument("--version", action="version", version=f"mpbn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a preset or the default demo run",
@@ -260,7 +260,7 @@ def _checkpoint_path(text: str) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mpbn.engine.config import parse_set
-    from mpbn.engine.distributed import DistInfo, _pick_device
+    from mpbn.engine.distributed import DistInfo, pick_device
     from mpbn.engine.evaluation import evaluate
     from mpbn.engine.loading import load_model
     from mpbn.engine.train import build_loaders, fold_and_evaluate
@@ -268,7 +268,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides = parse_set(args.set)
     if args.data_root is not None:
         overrides["data.root"] = args.data_root
-    device = _pick_device(args.device, 0)
+    device = pick_device(args.device, 0)
     checkpoint = _checkpoint_path(args.checkpoint)
     model, cfg, ckpt = load_model(checkpoint, device, overrides)
     dist = DistInfo(device=device)

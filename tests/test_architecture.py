@@ -18,6 +18,7 @@ PACKAGE = Path(mpbn.__file__).parent
 #: part of a *lower* layer, nothing else (parts on one layer do not know each other).
 LAYERS: dict[str, int] = {
     "recipes": 0,
+    "version": 0,
     "functional": 1,
     "layers": 2,
     "data": 2,

@@ -22,6 +22,7 @@ from mpbn.layers.sync import convert_sync_norms, revert_sync_norms
 
 __all__ = [
     "DistInfo",
+    "pick_device",
     "setup_distributed",
     "cleanup_distributed",
     "sync_batch_norm",
@@ -52,7 +53,9 @@ class DistInfo:
         return self.rank == 0
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """The device a ``--device`` value names (``auto``, ``cpu``, ``cuda``, ``cuda:N``); plain
+    ``cuda`` is this process's GPU, ``local_rank``. A one-line ValueError for anything else."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -77,7 +80,7 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local_rank)
+    dev = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
