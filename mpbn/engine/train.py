@@ -51,7 +51,54 @@ __all__ = [
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names epoch and step."""
+    """The loss, or a parameter or buffer, became NaN or infinite; the message names epoch,
+    step and (for the state) the first non-finite tensor."""
+
+
+# Prefixes that DDP and torch.compile put in front of the plain model's tensor names.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _plain_name(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+    return name
+
+
+def _state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """The floating-point parameters and buffers (running statistics included) of ``model``."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return [(_plain_name(n), t) for n, t in named if t.is_floating_point() or t.is_complex()]
+
+
+def _all_finite(tensors: list[tuple[str, Tensor]], device: torch.device) -> Tensor:
+    """One device bool: every tensor finite (no host sync)."""
+    if not tensors:
+        return torch.ones((), device=device, dtype=torch.bool)
+    with torch.no_grad():
+        return torch.stack([t.detach().isfinite().all().to(device) for _, t in tensors]).all()
+
+
+def _first_nonfinite(tensors: Any) -> str | None:
+    """The name of the first non-finite tensor in ``(name, tensor)`` pairs (host syncs)."""
+    with torch.no_grad():
+        for name, t in tensors:
+            if (isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex())
+                    and not bool(t.detach().isfinite().all())):
+                return name
+    return None
+
+
+def _payload_tensors(payload: dict[str, Any]) -> list[tuple[str, Tensor]]:
+    """The model's and the optimizer's tensors of a checkpoint payload, named."""
+    pairs = list(payload["model"].items())
+    for index, state in payload["optimizer"].get("state", {}).items():
+        pairs += [(f"optimizer.state[{index}].{key}", value) for key, value in state.items()]
+    return pairs
 
 
 @dataclass
@@ -267,11 +314,13 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
                 hook("epoch_end", epoch=epoch, model=model)
             is_best = test_acc > best_acc
             best_acc = max(best_acc, test_acc)
+            payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
+                                          epoch=epoch, global_step=global_step,
+                                          best_acc=best_acc, test_acc=test_acc, seed=seed,
+                                          info=info)
+            # Every rank checks (and stops together): no non-finite state is ever written.
+            _check_payload_finite(payload, epoch, global_step, dist)
             if primary:
-                payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
-                                              epoch=epoch, global_step=global_step,
-                                              best_acc=best_acc, test_acc=test_acc, seed=seed,
-                                              info=info)
                 save_checkpoint(last_path, payload)
                 if is_best:
                     save_checkpoint(best_path, payload)
@@ -414,6 +463,10 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    # The step at which a parameter or buffer was first seen non-finite; checked with one
+    # fused reduction at every host read (every ``log_interval`` steps and the epoch's end).
+    state_bad = torch.full((), -1, device=device, dtype=torch.long)
+    state = _state_tensors(model)
     seen = 0
     start = time.perf_counter()
     bar = _progress(len(loader), f"epoch {epoch}/{cfg.optim.epochs}", show_progress)
@@ -441,14 +494,18 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         correct += (logits.detach().argmax(1) == y).sum()
         seen += y.shape[0]
         if step_in_epoch % cfg.run.log_interval == 0 or step_in_epoch == len(loader):
-            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch)
+            state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
+                                    torch.full_like(state_bad, global_step), state_bad)
+            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, state)
             elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
                             acc=f"{100 * correct.item() / seen:.1f}%",
                             img_s=f"{seen * dist.world_size / max(elapsed, 1e-9):.0f}")
             bar.update(step_in_epoch - bar.n)
     bar.close()
-    _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch)
+    state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
+                            torch.full_like(state_bad, global_step), state_bad)
+    _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, state)
     totals = torch.stack([loss_sum, correct.double(),
                           torch.tensor(float(seen), device=device, dtype=torch.float64)])
     all_reduce_sum(totals)
@@ -458,15 +515,41 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             "images_per_s": count / max(elapsed, 1e-9), "global_step": global_step}
 
 
-def _raise_if_diverged(first_bad: Tensor, epoch: int, epoch_start_step: int) -> None:
+def _raise_if_diverged(first_bad: Tensor, epoch: int, epoch_start_step: int,
+                       state_bad: Tensor | None = None,
+                       state: list[tuple[str, Tensor]] = ()) -> None:
     # Any rank's NaN stops every rank (the gradients are averaged anyway). The maximum keeps
     # a real step number when several ranks diverge (a sum would not), -1 when none did.
-    flag = all_reduce_max(first_bad.clone())
-    step = int(flag)
+    # Loss and state flags travel in one reduction: one host read, as before.
+    flags = torch.stack([first_bad, first_bad if state_bad is None else state_bad])
+    step, state_step = (int(v) for v in all_reduce_max(flags.clone()).tolist())
     if step > 0:
         raise TrainingDiverged(
             f"loss became NaN/inf at epoch {epoch}, step {step - epoch_start_step} "
             f"(global step {step}); stopped, the last good checkpoint was kept "
+            "(try a lower lr or --set optim.grad_clip=1.0)"
+        )
+    if state_step > 0:
+        name = _first_nonfinite(state) or "(on another process)"
+        raise TrainingDiverged(
+            f"model state became NaN/inf at epoch {epoch}, step {state_step - epoch_start_step} "
+            f"(global step {state_step}; checked every log_interval steps): first non-finite "
+            f"tensor {name}; stopped, the last good checkpoint was kept "
+            "(try a lower lr or --set optim.grad_clip=1.0)"
+        )
+
+
+def _check_payload_finite(payload: dict[str, Any], epoch: int, global_step: int,
+                          dist: DistInfo) -> None:
+    """Refuse to write a checkpoint whose model or optimizer state is not finite."""
+    pairs = _payload_tensors(payload)
+    bad = ~_all_finite(pairs, dist.device)
+    if int(all_reduce_max(bad.long().reshape(1))[0]) > 0:
+        name = _first_nonfinite(pairs) or "(on another process)"
+        raise TrainingDiverged(
+            f"model state became NaN/inf at epoch {epoch}, step {global_step} (global step, "
+            f"checked before writing the checkpoint): first non-finite tensor {name}; "
+            "stopped, the last good checkpoint was kept "
             "(try a lower lr or --set optim.grad_clip=1.0)"
         )
 

@@ -229,3 +229,63 @@ def test_reduced_presets_run_one_tiny_epoch(name, fake_cifar10, tmp_path):
     summary = run(cfg, RunOptions(out=tmp_path, quiet=True))
     assert summary["spike_mismatch"] == [0]
     assert summary["folded_test_acc"] == pytest.approx(summary["final_test_acc"])
+
+
+def _capture_model(monkeypatch):
+    import mpbn.engine.train as train_module
+
+    built = []
+    original = train_module.build_model
+
+    def build_and_keep(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(train_module, "build_model", build_and_keep)
+    return built
+
+
+def _all_tensors_finite(ckpt):
+    tensors = list(ckpt["model"].items())
+    for index, state in ckpt["optimizer"]["state"].items():
+        tensors += [(f"optimizer.{index}.{k}", v) for k, v in state.items()]
+    return [name for name, v in tensors
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()]
+
+
+def test_nan_state_with_a_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+        tmp_path, tiny_config, monkeypatch):
+    # A NaN running_var does not touch the training loss (train mode uses batch statistics)
+    # but makes every later evaluation and the kept checkpoint garbage.
+    cfg = apply_overrides(tiny_config, dict(epochs=3))
+    built = _capture_model(monkeypatch)
+
+    def poison_buffer(event, loss=None, epoch=0, global_step=0, **_):
+        if event == "step" and epoch == 2 and global_step == 6:
+            built[-1].stem.norm.running_var.data.fill_(float("nan"))
+        return None
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 \(global step 6.*"
+                                               r"stem\.norm\.running_var"):
+        run(cfg, RunOptions(out=tmp_path, quiet=True, hooks=[poison_buffer]))
+    last = load_checkpoint(tmp_path / "seed_0/last.pt")
+    assert last["epoch"] == 1
+    assert _all_tensors_finite(last) == []
+
+
+def test_nan_state_set_after_the_last_step_is_caught_before_the_checkpoint(
+        tmp_path, tiny_config, monkeypatch):
+    cfg = apply_overrides(tiny_config, dict(epochs=3))
+
+    def poison_weight(event, epoch=0, model=None, **_):
+        if event == "epoch_end" and epoch == 2:
+            with torch.no_grad():
+                model.stem.norm.weight[0] = float("inf")
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 2.*before writing the checkpoint.*"
+                                               r"stem\.norm\.weight"):
+        run(cfg, RunOptions(out=tmp_path, quiet=True, hooks=[poison_weight]))
+    last = load_checkpoint(tmp_path / "seed_0/last.pt")
+    assert last["epoch"] == 1
+    assert _all_tensors_finite(last) == []
+    assert not (tmp_path / "seed_0/result.json").exists()
