@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "capture_rng_state",
-           "restore_rng_state", "payload_digest", "FORMAT_VERSION"]
+           "restore_rng_state", "payload_digest", "FORMAT_VERSION", "atomic_write",
+           "atomic_write_text", "remove_stale_temporaries"]
 
 #: 1: no digest (still loaded, unverified); 2: the ``"digest"`` entry is required.
 FORMAT_VERSION = 2
@@ -187,10 +188,18 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     if "config" in payload and not isinstance(payload["config"], str):
         payload["config"] = json.dumps(payload["config"], sort_keys=True)
     payload[DIGEST_KEY] = payload_digest(payload)
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(binary_handle)`` on a temporary file next to ``path`` (named
+    ``.{name}.*.tmp``), fsync it and rename it over ``path`` with ``os.replace``: a kill at
+    any instant leaves either the previous file or the new one, never a partial file."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         chmod_like_open(tmp)
@@ -199,6 +208,23 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write` of UTF-8 text (``config.json``, ``result.json``, ``summary.json``)."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the ``.{name}.*.tmp`` files that :func:`atomic_write` left in ``folder`` when
+    a process was killed mid-write (call only when no writer is running). Returns them."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp")):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"

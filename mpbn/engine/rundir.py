@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from mpbn.engine.checkpoint import atomic_write_text, remove_stale_temporaries
 from mpbn.engine.config import ConfigError, TrainConfig, config_diff
 from mpbn.engine.distributed import DistInfo
 from mpbn.engine.metrics import git_commit, mean_std
@@ -86,7 +87,10 @@ def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, re
                               "run directory written by `mpbn train`?)")
         check_resumable(json.loads(config_path.read_text()), cfg, run_dir)
         if dist.is_primary:  # runtime fields (e.g. more seeds) may have changed
-            config_path.write_text(cfg.to_json() + "\n")
+            # Temporary files of writes a kill interrupted (config, summary, checkpoints).
+            for folder in [run_dir, *sorted(p for p in run_dir.glob("seed_*") if p.is_dir())]:
+                remove_stale_temporaries(folder)
+            atomic_write_text(config_path, cfg.to_json() + "\n")
         return run_dir
     occupied = run_dir.exists() and any(run_dir.iterdir())
     if dist.enabled:
@@ -98,7 +102,7 @@ def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, re
     if dist.is_primary:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not force:
-            config_path.write_text(cfg.to_json() + "\n")
+            atomic_write_text(config_path, cfg.to_json() + "\n")
     return run_dir
 
 
@@ -127,7 +131,7 @@ def set_aside_previous(cfg: TrainConfig, run_dir: Path, dist: DistInfo) -> Path 
             for path in old:
                 os.replace(path, moved_to / path.name)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
     if dist.enabled:
         torch.distributed.barrier()  # no rank writes into a seed folder before it moved
     return moved_to
@@ -140,7 +144,7 @@ def finished_result(folder: Path) -> SeedResult | None:
 
 
 def write_result(folder: Path, result: SeedResult) -> None:
-    (folder / "result.json").write_text(json.dumps(asdict(result), indent=2))
+    atomic_write_text(folder / "result.json", json.dumps(asdict(result), indent=2))
 
 
 def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
@@ -159,7 +163,7 @@ def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def remove_if_untrained(run_dir: Path) -> None:

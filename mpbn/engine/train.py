@@ -257,6 +257,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         if primary:
             seed_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, global_step, best_acc, test_acc = 0, 0, -1.0, 0.0
+    train_time = 0.0  # seconds over every invocation (stored in the checkpoint)
     last_path, best_path = seed_dir / "last.pt", seed_dir / "best.pt"
     writer = MetricsWriter(seed_dir, enabled=primary)
 
@@ -268,6 +269,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, global_step = ckpt["epoch"], ckpt["global_step"]
+        # Checkpoints written before train_time was stored count from this invocation.
+        train_time = float(ckpt.get("train_time", 0.0))
         best_acc, test_acc = ckpt["best_acc"], ckpt["test_acc"]
         restore_rng_state(ckpt["rng"])
         writer.truncate_after(start_epoch)
@@ -285,7 +288,6 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
 
     epochs = cfg.optim.epochs
     show_progress = primary and not options.quiet and sys.stderr.isatty()
-    train_time = 0.0
     epochs_done_now = 0
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
@@ -317,7 +319,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
                                           epoch=epoch, global_step=global_step,
                                           best_acc=best_acc, test_acc=test_acc, seed=seed,
-                                          info=info)
+                                          info=info, train_time=train_time)
             # Every rank checks (and stops together): no non-finite state is ever written.
             _check_payload_finite(payload, epoch, global_step, dist)
             if primary:
@@ -345,7 +347,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
 
 def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
                         cfg: TrainConfig, *, epoch: int, global_step: int, best_acc: float,
-                        test_acc: float, seed: int, info: Any) -> dict[str, Any]:
+                        test_acc: float, seed: int, info: Any,
+                        train_time: float = 0.0) -> dict[str, Any]:
     return {
         # Enough of the dataset's description to rebuild the model without the data, and the
         # preprocessing its deploy files record (mpbn.engine.deploy.preprocessing).
@@ -354,6 +357,7 @@ def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "epoch": epoch, "global_step": global_step, "best_acc": best_acc,
         "test_acc": test_acc, "seed": seed, "rng": capture_rng_state(),
+        "train_time": train_time,
         "config": cfg.to_dict(), "model_name": cfg.model.name,
     }
 

@@ -289,3 +289,55 @@ def test_nan_state_set_after_the_last_step_is_caught_before_the_checkpoint(
     assert last["epoch"] == 1
     assert _all_tensors_finite(last) == []
     assert not (tmp_path / "seed_0/result.json").exists()
+
+
+def test_train_time_accumulates_over_resumes(tmp_path, tiny_config):
+    cfg = apply_overrides(tiny_config, dict(epochs=3))
+    assert run(cfg, RunOptions(out=tmp_path, quiet=True, stop_after=1)) is None
+    first_part = json.loads((tmp_path / "seed_0/metrics.jsonl").read_text())["epoch_time"]
+    assert load_checkpoint(tmp_path / "seed_0/last.pt")["train_time"] == first_part > 0
+    summary = run(cfg, RunOptions(out=tmp_path, quiet=True, resume=True))
+    result = json.loads((tmp_path / "seed_0/result.json").read_text())
+    assert result["train_time"] == summary["train_time"][0]
+    epoch_times = [json.loads(line)["epoch_time"]
+                   for line in (tmp_path / "seed_0/metrics.jsonl").read_text().splitlines()]
+    assert summary["train_time"][0] >= first_part
+    assert summary["train_time"][0] == pytest.approx(sum(epoch_times))
+
+
+def test_resume_removes_stale_temporary_files(tmp_path, tiny_config):
+    assert run(tiny_config, RunOptions(out=tmp_path, quiet=True, stop_after=1)) is None
+    stale = [tmp_path / "seed_0/.last.pt.abc.tmp", tmp_path / ".config.json.xyz.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    run(tiny_config, RunOptions(out=tmp_path, quiet=True, resume=True))
+    for path in stale:
+        assert not path.exists(), path
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_interrupted_json_write_leaves_the_previous_file(tmp_path, tiny_config,
+                                                           monkeypatch):
+    import os
+
+    from mpbn.engine import rundir
+
+    summary = run(tiny_config, RunOptions(out=tmp_path, quiet=True))
+    files = {name: (tmp_path / name).read_bytes()
+             for name in ("config.json", "summary.json", "seed_0/result.json")}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.write_summary(tmp_path, {**summary, "mean": -1.0})
+    with pytest.raises(KeyboardInterrupt):
+        rundir.write_result(tmp_path / "seed_0", rundir.finished_result(tmp_path / "seed_0"))
+    with pytest.raises(KeyboardInterrupt):
+        rundir.prepare_run_dir(tiny_config, tmp_path, force=False, resume=True,
+                               dist=rundir.DistInfo())
+    monkeypatch.undo()
+    for name, before in files.items():
+        assert (tmp_path / name).read_bytes() == before, name
+    assert not list(tmp_path.rglob("*.tmp"))
