@@ -168,6 +168,12 @@ def _verify(path: Path, payload: dict[str, Any]) -> None:
                           "saved with it")
 
 
+def unwrapped_name(name: str) -> str:
+    """A parameter/buffer name of the plain model, without the prefixes the engine's wrappers
+    add (``torch.compile(DistributedDataParallel(model))``: ``_orig_mod.module.``)."""
+    return name.removeprefix("_orig_mod.").removeprefix("module.")
+
+
 def chmod_like_open(path: str | os.PathLike) -> None:
     """Give a written file the mode a plain ``open()`` would (0666 minus the umask), whatever
     the writer used (a temporary file from ``mkstemp`` is 0600, and safetensors writes 0600)."""

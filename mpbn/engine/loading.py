@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from mpbn.engine.checkpoint import CheckpointError, load_checkpoint
+from mpbn.engine.checkpoint import CheckpointError, load_checkpoint, unwrapped_name
 from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides
 
 __all__ = ["DataShape", "LoadedModel", "build_model", "create_kwargs", "load_model",
@@ -73,7 +73,7 @@ def load_state_or_explain(model: nn.Module, state: dict[str, Tensor], path: Path
 
     Checkpoints of compiled or DDP-wrapped models prefix their keys; the prefixes are dropped.
     """
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    state = {unwrapped_name(k): v for k, v in state.items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

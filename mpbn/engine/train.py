@@ -26,6 +26,7 @@ from mpbn.engine.checkpoint import (
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    unwrapped_name,
 )
 from mpbn.engine.config import ConfigError, TrainConfig
 from mpbn.engine.deploy import data_info_record
@@ -55,24 +56,10 @@ class TrainingDiverged(RuntimeError):
     step and (for the state) the first non-finite tensor."""
 
 
-# Prefixes that DDP and torch.compile put in front of the plain model's tensor names.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def _plain_name(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix):], True
-    return name
-
-
 def _state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
     """The floating-point parameters and buffers (running statistics included) of ``model``."""
     named = [*model.named_parameters(), *model.named_buffers()]
-    return [(_plain_name(n), t) for n, t in named if t.is_floating_point() or t.is_complex()]
+    return [(unwrapped_name(n), t) for n, t in named if t.is_floating_point() or t.is_complex()]
 
 
 def _all_finite(tensors: list[tuple[str, Tensor]], device: torch.device) -> Tensor:
