@@ -72,7 +72,6 @@ __all__ = [
     "FusedLIF",
     "MembraneNormArgs",
     "apply_fused",
-    "can_fuse",
     "compile_enabled",
     "lif_fused",
     "set_compile",
@@ -137,11 +136,6 @@ def unfusable_reason(x_seq: Tensor, params: LIFParams,
         if norm.training and x_seq[0].numel() // norm.weight.numel() < 2:
             return "one value per MPBN feature in training"  # let the reference raise
     return None
-
-
-def can_fuse(x_seq: Tensor, params: LIFParams, norm: MembraneNormArgs | None = None) -> bool:
-    """Whether :func:`lif_fused` applies (see :func:`unfusable_reason`)."""
-    return unfusable_reason(x_seq, params, norm) is None
 
 
 _CONFIGS: dict[StepConfig, StepConfig] = {}
