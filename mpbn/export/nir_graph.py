@@ -48,6 +48,7 @@ every step; Poisson-encoded models take the spike train as input.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ from torch import Tensor, nn
 from mpbn.layers import LIF, ConvNorm, IntegratingClassifier, PerStep, SeqNorm
 from mpbn.models import BasicBlock, SpikingNet
 
-__all__ = ["to_nir", "simulate_nir", "write_nir", "read_nir", "NIRExportError"]
+__all__ = ["to_nir", "simulate_nir", "write_nir", "read_nir", "NIRExportError", "TARGETS",
+           "NeuronSpec", "build_graph"]
 
 
 class NIRExportError(ValueError):
@@ -80,24 +82,45 @@ def _np(t: Tensor | float) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def _step_shapes(model: SpikingNet) -> dict[str, tuple]:
+def _step_shapes(model: nn.Module, input_shape: tuple) -> dict[str, tuple]:
     """Per-step output shape of every submodule, from one dummy step (no batch, no time)."""
     shapes: dict[str, tuple] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape[2:]))
+    inside_head = {n for n, m in model.named_modules() if isinstance(m, IntegratingClassifier)}
+    def keep(name: str, out: Any) -> None:
+        if isinstance(out, Tensor):
+            shapes[name] = out.shape[2:]
+
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: keep(n, o))
              for n, m in model.named_modules()
-             if n and not isinstance(m, IntegratingClassifier) and not n.startswith("head")]
+             if n and not any(n == h or n.startswith(h + ".") for h in inside_head)]
     param = next(model.parameters())
+    x = torch.zeros(1, 1, *input_shape, dtype=param.dtype)
     try:
         with torch.no_grad():
-            model.body(model.stem(torch.zeros(1, 1, *model.input_shape, dtype=param.dtype)))
+            if isinstance(model, SpikingNet):
+                model.body(model.stem(x))
+            else:
+                model(x)
     finally:
         for h in hooks:
             h.remove()
     return {k: tuple(v) for k, v in shapes.items()}
 
 
-def _neuron_node(name: str, lif: LIF, shape: tuple, dt: float) -> Any:
-    nir = _nir()
+@dataclass
+class NeuronSpec:
+    """What a target rewrite needs of an exported neuron, exactly (NIR keeps only tau, r).
+
+    ``threshold`` is the NIR threshold ``sign * V~`` per element, ``sign`` the folded
+    ``threshold_sign`` per element (+1 or -1), ``decay`` the discrete leak of MPBN Eq. 1.
+    """
+
+    decay: float
+    threshold: np.ndarray
+    sign: np.ndarray
+
+
+def _neuron_spec(name: str, lif: LIF, shape: tuple) -> NeuronSpec:
     if lif.membrane_norm is not None:
         raise NIRExportError(
             f"layer '{name}': unfolded MPBN cannot be expressed in NIR; export mpbn.fold(model)"
@@ -110,12 +133,17 @@ def _neuron_node(name: str, lif: LIF, shape: tuple, dt: float) -> Any:
     ones = np.ones(shape)
     # sign = -1 (fire below V~) runs the neuron on -u: r and the threshold flip (module docs).
     sign = _per_element(lif.threshold_sign, shape) if lif.threshold_sign is not None else ones
-    threshold = sign * _per_element(lif.v_threshold, shape)
-    if lif.decay >= 1.0:
-        return nir.IF(r=sign / dt, v_threshold=threshold, v_reset=0 * ones)
-    leak = 1.0 - lif.decay
-    return nir.LIF(tau=ones * (dt / leak), r=sign / leak, v_leak=0 * ones,
-                   v_threshold=threshold, v_reset=0 * ones)
+    return NeuronSpec(float(lif.decay), sign * _per_element(lif.v_threshold, shape), sign)
+
+
+def _neuron_node(spec: NeuronSpec, dt: float) -> Any:
+    nir = _nir()
+    zeros = np.zeros(spec.threshold.shape)
+    if spec.decay >= 1.0:
+        return nir.IF(r=spec.sign / dt, v_threshold=spec.threshold, v_reset=zeros)
+    leak = 1.0 - spec.decay
+    return nir.LIF(tau=np.full(zeros.shape, dt / leak), r=spec.sign / leak, v_leak=zeros,
+                   v_threshold=spec.threshold, v_reset=zeros)
 
 
 def _per_element(value: Tensor | float, shape: tuple) -> np.ndarray:
@@ -125,23 +153,40 @@ def _per_element(value: Tensor | float, shape: tuple) -> np.ndarray:
     return _np(value) * np.ones(shape)
 
 
-def _weight_node(name: str, module: ConvNorm, in_shape: tuple) -> Any:
+def _weight_node(name: str, conv: nn.Module, in_shape: tuple) -> Any:
     nir = _nir()
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.weight.shape[0])
+    if isinstance(conv, nn.Linear):
+        return nir.Affine(weight=_np(conv.weight), bias=_np(bias))
+    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
+        raise NIRExportError(f"layer '{name}' ({type(conv).__name__}): not supported; valid: "
+                             "nn.Linear, nn.Conv2d with zero padding")
+    if isinstance(conv.padding, str):
+        raise NIRExportError(f"layer '{name}': padding={conv.padding!r}; give integer padding")
+    return nir.Conv2d(input_shape=tuple(int(d) for d in in_shape[1:]), weight=_np(conv.weight),
+                      stride=_ints(conv.stride), padding=_ints(conv.padding),
+                      dilation=_ints(conv.dilation), groups=int(conv.groups), bias=_np(bias))
+
+
+def _conv_norm_node(name: str, module: ConvNorm, in_shape: tuple) -> Any:
     if not isinstance(module.norm, nn.Identity):
         kind = type(module.norm).__name__
         folds = isinstance(module.norm, SeqNorm) and module.norm.folds_into_weights
         why = ("fold the model first (mpbn.fold)" if folds
                else "NIR has no normalization node, and this one cannot fold into weights")
         raise NIRExportError(f"layer '{name}.norm' ({kind}): {why}")
-    conv = module.conv
-    bias = conv.bias if conv.bias is not None else torch.zeros(conv.weight.shape[0])
-    if isinstance(conv, nn.Linear):
-        return nir.Affine(weight=_np(conv.weight), bias=_np(bias))
-    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
-        raise NIRExportError(f"layer '{name}.conv' ({type(conv).__name__}): not supported")
-    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(conv.weight),
-                      stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                      groups=conv.groups, bias=_np(bias))
+    return _weight_node(f"{name}.conv", module.conv, in_shape)
+
+
+def _ints(value: Any) -> np.ndarray:
+    """A pair of integer pool/conv parameters (NIR readers pass them on to torch, which needs
+    integers: ``np.zeros(2)`` as padding crashes ``avg_pool2d``)."""
+    return np.broadcast_to(np.asarray(value, dtype=np.int64), 2).copy()
+
+
+def _global_pool(shape: tuple) -> Any:
+    k = _ints(shape[1:])
+    return _nir().AvgPool2d(kernel_size=k, stride=k.copy(), padding=np.zeros(2, dtype=np.int64))
 
 
 def _pool_node(name: str, pool: nn.Module, in_shape: tuple) -> Any:
@@ -149,10 +194,9 @@ def _pool_node(name: str, pool: nn.Module, in_shape: tuple) -> Any:
     if isinstance(pool, nn.AdaptiveAvgPool2d):
         if tuple(np.broadcast_to(pool.output_size, 2)) != (1, 1):
             raise NIRExportError(f"layer '{name}': adaptive pooling is supported only to 1x1")
-        k = tuple(in_shape[1:])
-        return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(k), padding=np.zeros(2))
-    k, s, p = (np.broadcast_to(np.asarray(v), 2).copy()
-               for v in (pool.kernel_size, pool.stride, pool.padding))
+        return _global_pool(in_shape)
+    stride = pool.kernel_size if pool.stride is None else pool.stride
+    k, s, p = (_ints(v) for v in (pool.kernel_size, stride, pool.padding))
     # ceil_mode changes nothing when the windows tile the input exactly (the ResNet20 shortcut
     # on even sizes); otherwise NIR's pooling (floor, zero padding counted) cannot express it.
     tiles = all((d - kk) % ss == 0 for d, kk, ss in zip(in_shape[1:], k, s, strict=True))
@@ -161,34 +205,73 @@ def _pool_node(name: str, pool: nn.Module, in_shape: tuple) -> Any:
     return nir.AvgPool2d(kernel_size=k, stride=s, padding=p)
 
 
+def _flatten_node(shape: tuple) -> Any:
+    # NIR's Flatten indexes the per-sample shape (no batch dimension): start_dim 0 flattens
+    # all of it, which is what the per-step flatten of our [T, B, ...] models does.
+    return _nir().Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
+
+
+#: Layers the exporter walks, for the error that names what is not among them.
+SUPPORTED_LAYERS = ("ConvNorm (folded), LIF (folded, hard reset), PerStep(Conv2d | Linear | "
+                    "Flatten | AvgPool2d | AdaptiveAvgPool2d(1)), nn.Linear, nn.Flatten(2), "
+                    "nn.Identity, nn.Dropout, nn.Sequential, BasicBlock, IntegratingClassifier")
+
+
 class _GraphBuilder:
-    """Collects NIR nodes and edges while walking a model; ``emit`` returns the last node."""
+    """Collects NIR nodes and edges while walking a model; ``emit`` returns the last node.
+
+    Besides the nodes it keeps what a target rewrite (:mod:`mpbn.export.targets`) needs
+    exactly: each node's per-step output shape and each neuron's :class:`NeuronSpec`.
+    """
 
     def __init__(self, shapes: dict[str, tuple], dt: float) -> None:
         self.nodes: dict[str, Any] = {}
         self.edges: list[tuple[str, str]] = []
         self.shapes = shapes
+        self.out_shapes: dict[str, tuple] = {}
+        self.neurons: dict[str, NeuronSpec] = {}
         self.dt = dt
+        self.readout = "per_step"
 
-    def add(self, name: str, node: Any, sources: list[str]) -> str:
+    def add(self, name: str, node: Any, sources: list[str], shape: tuple) -> str:
         self.nodes[name] = node
+        self.out_shapes[name] = tuple(int(d) for d in shape)
         self.edges += [(src, name) for src in sources]
         return name
 
+    def neuron(self, name: str, lif: LIF, sources: list[str], shape: tuple) -> str:
+        spec = _neuron_spec(name, lif, shape)
+        self.neurons[name] = spec
+        return self.add(name, _neuron_node(spec, self.dt), sources, shape)
+
+    def _out(self, name: str, fallback: tuple) -> tuple:
+        return self.shapes.get(name, fallback)
+
     def emit(self, name: str, module: nn.Module, src: str, shape: tuple) -> tuple[str, tuple]:
-        nir = _nir()
+        inner = module.module if isinstance(module, PerStep) else None
         if isinstance(module, ConvNorm):
-            node = _weight_node(name, module, shape)
+            node = _conv_norm_node(name, module, shape)
         elif isinstance(module, LIF):
-            node = _neuron_node(name, module, shape, self.dt)
-        elif isinstance(module, PerStep) and isinstance(module.module, nn.Flatten):
-            node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)
-        elif isinstance(module, PerStep) and isinstance(module.module, (nn.AvgPool2d,
-                                                                         nn.AdaptiveAvgPool2d)):
-            node = _pool_node(name, module.module, shape)
+            return self.neuron(name, module, [src], shape), shape
+        elif isinstance(module, nn.Linear) or isinstance(inner, (nn.Linear, nn.Conv2d)):
+            node = _weight_node(name, inner if inner is not None else module, shape)
+        elif isinstance(inner, nn.Flatten) or isinstance(module, nn.Flatten):
+            start = inner.start_dim if inner is not None else module.start_dim - 1
+            end = inner.end_dim if inner is not None else module.end_dim
+            if start != 1 or end != -1:
+                raise NIRExportError(f"layer '{name}': only a flatten of the whole sample is "
+                                     "supported (PerStep(nn.Flatten()) or nn.Flatten(2) on "
+                                     "[T, B, ...])")
+            node = _flatten_node(shape)
+        elif isinstance(inner, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            node = _pool_node(name, inner, shape)
+        elif isinstance(module, (nn.Identity, nn.Dropout)) or isinstance(inner, (nn.Identity,
+                                                                                 nn.Dropout)):
+            return src, shape  # identity in eval mode
         elif isinstance(module, nn.Sequential):
             for child_name, child in module.named_children():
-                src, shape = self.emit(f"{name}.{child_name}", child, src, shape)
+                src, shape = self.emit(f"{name}.{child_name}" if name else child_name, child,
+                                       src, shape)
             return src, shape
         elif isinstance(module, BasicBlock):
             # NIR sums the inputs of a node: conv2 + shortcut both feed the block's second LIF,
@@ -200,38 +283,81 @@ class _GraphBuilder:
             short = src
             if module.shortcut is not None:
                 short, _ = self.emit(f"{name}.shortcut", module.shortcut, src, shape)
-            lif = _neuron_node(f"{name}.lif2", module.lif2, out_shape, self.dt)
-            return self.add(f"{name}.lif2", lif, [out, short]), out_shape
+            return self.neuron(f"{name}.lif2", module.lif2, [out, short], out_shape), out_shape
+        elif isinstance(module, IntegratingClassifier):
+            return self.emit_head(name, module, src, shape)
         elif isinstance(module, SeqNorm):
             raise NIRExportError(f"layer '{name}' ({type(module).__name__}): NIR has no norm node")
         else:
-            raise NIRExportError(f"layer '{name}' ({type(module).__name__}): not supported")
-        return self.add(name, node, [src]), self.shapes[name]
+            kind = (f"PerStep({type(inner).__name__})" if inner is not None
+                    else type(module).__name__)
+            raise NIRExportError(f"layer '{name}' ({kind}): not supported; valid: "
+                                 f"{SUPPORTED_LAYERS}")
+        out_shape = self._out(name, shape)
+        return self.add(name, node, [src], out_shape), out_shape
 
-    def emit_head(self, head: IntegratingClassifier, src: str, shape: tuple) -> tuple[str, tuple]:
+    def emit_head(self, name: str, head: IntegratingClassifier, src: str,
+                  shape: tuple) -> tuple[str, tuple]:
         nir = _nir()
         if head.pool == "avg" and len(shape) == 3:
-            k = np.array(shape[1:])
-            src = self.add("head.pool", nir.AvgPool2d(kernel_size=k, stride=k,
-                                                      padding=np.zeros(2)), [src])
+            src = self.add(f"{name}.pool", _global_pool(shape), [src], (shape[0], 1, 1))
             shape = (shape[0], 1, 1)
         if len(shape) > 1:
-            src = self.add("head.flatten", nir.Flatten(input_type={"input": np.array(shape)},
-                                                       start_dim=0), [src])
+            flat = (int(np.prod(shape)),)
+            src = self.add(f"{name}.flatten", _flatten_node(shape), [src], flat)
+            shape = flat
         lin = head.linear
         bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features)
-        src = self.add("head.linear", nir.Affine(weight=_np(lin.weight), bias=_np(bias)), [src])
+        src = self.add(f"{name}.linear", nir.Affine(weight=_np(lin.weight), bias=_np(bias)),
+                       [src], (lin.out_features,))
+        self.readout = "mean_over_time"
         return src, (lin.out_features,)
 
 
-def to_nir(model: nn.Module, *, dt: float = 1e-3,
+def build_graph(model: nn.Module, dt: float, input_shape: tuple | None = None) -> _GraphBuilder:
+    """Walk ``model`` into a :class:`_GraphBuilder` (nodes, edges, shapes, neuron specs)."""
+    nir = _nir()
+    if isinstance(model, SpikingNet):
+        shape = tuple(model.input_shape)
+        children = [("stem", model.stem), *((f"body.{n}", m)
+                                            for n, m in model.body.named_children()),
+                    ("head", model.head)]
+    else:
+        if input_shape is None:
+            raise NIRExportError(
+                f"to_nir needs input_shape= (the per-step sample shape, without T and B) for a "
+                f"{type(model).__name__} that is not from mpbn.models")
+        shape = tuple(int(d) for d in input_shape)
+        children = [("", model)]
+    builder = _GraphBuilder(_step_shapes(model, shape), dt)
+    src = builder.add("input", nir.Input(input_type={"input": np.array(shape)}), [], shape)
+    for name, module in children:
+        src, shape = builder.emit(name, module, src, shape)
+    builder.add("output", nir.Output(output_type={"output": np.array(shape)}), [src], shape)
+    return builder
+
+
+#: Export targets of :func:`to_nir`: the full-fidelity graph and the importers it is tested with.
+TARGETS = ("nir", "snntorch", "norse")
+
+
+def to_nir(model: nn.Module, target: str = "nir", *, dt: float | None = None,
+           input_shape: tuple | None = None,
            preprocessing: dict[str, Any] | None = None) -> Any:
-    """Export a folded zoo model (feed-forward or spiking ResNet) to a ``nir.NIRGraph``.
+    """Export a folded model (feed-forward or spiking ResNet) to a ``nir.NIRGraph``.
 
     Args:
-        model: A folded model (``mpbn.fold(model)``) built by :func:`mpbn.models.create`.
-        dt: The time step the discrete LIF is mapped with (see the module docstring:
-            ``tau = dt / (1 - decay)``, ``r = 1 / (1 - decay)``).
+        model: A folded model (``mpbn.fold(model)``): one from :func:`mpbn.models.create`, or
+            a model of one's own built from mpbn's multi-step layers (``ConvNorm``,
+            ``PerStep``, ``LIF``, ``IntegratingClassifier``, nested ``nn.Sequential``) on
+            ``[T, B, ...]``; such a model needs ``input_shape``.
+        target: ``"nir"`` (default): the graph as NIR defines it, every parameter exact.
+            ``"snntorch"`` / ``"norse"``: the same spikes rewritten into what that importer
+            reads (:mod:`mpbn.export.targets`; snnTorch 1.0.0, Norse 1.1.0).
+        dt: The time step the discrete LIF is mapped with (``tau = dt / (1 - decay)``,
+            ``r = 1 / (1 - decay)``); default ``1e-3``. snnTorch's importer fixes ``1e-4``.
+        input_shape: The per-step sample shape (``[C, H, W]`` or ``[F]``) of a model that is
+            not from :mod:`mpbn.models`.
         preprocessing: How raw samples become the input
             (:func:`mpbn.engine.deploy.preprocessing`: pixel scale, mean/std, encoding, T,
             dataset and class names), stored in the metadata as a JSON string under
@@ -239,21 +365,25 @@ def to_nir(model: nn.Module, *, dt: float = 1e-3,
             ``dataset``, ``mean`` and ``std`` also as plain entries where known.
 
     Raises:
-        NIRExportError: A layer NIR cannot express (one line naming it).
+        NIRExportError: A layer NIR or the target cannot express (one line naming it), raised
+            before anything is returned or written.
     """
+    from mpbn.export import targets
+
     nir = _nir()
-    if not isinstance(model, SpikingNet):
-        raise NIRExportError(f"to_nir expects a model from mpbn.models, got {type(model).__name__}")
-    builder = _GraphBuilder(_step_shapes(model), dt)
-    shape = tuple(model.input_shape)
-    src = builder.add("input", nir.Input(input_type={"input": np.array(shape)}), [])
-    src, shape = builder.emit("stem", model.stem, src, shape)
-    for name, module in model.body.named_children():
-        src, shape = builder.emit(f"body.{name}", module, src, shape)
-    src, shape = builder.emit_head(model.head, src, shape)
-    builder.add("output", nir.Output(output_type={"output": np.array(shape)}), [src])
-    metadata = {"dt": float(dt), "readout": "mean_over_time", "encoding": model.encoding,
-                "timesteps": int(model.timesteps), "producer": "mpbn"}
+    if target not in TARGETS:
+        raise NIRExportError(f"unknown NIR target {target!r}; valid: {', '.join(TARGETS)}")
+    dt = targets.target_dt(target, dt)
+    builder = build_graph(model, dt, input_shape)
+    metadata: dict[str, Any] = {"dt": float(dt), "readout": builder.readout, "producer": "mpbn",
+                                "target": target}
+    if isinstance(model, SpikingNet):
+        metadata.update(encoding=model.encoding, timesteps=int(model.timesteps))
+    if target != "nir":
+        targets.rewrite(builder, target)
+        metadata.update(targets.TARGET_METADATA[target])
+    # The exact discrete leak of every neuron: 1 - dt / tau rounds, and from_nir reads this back.
+    metadata["mpbn_decay"] = json.dumps({n: s.decay for n, s in builder.neurons.items()})
     if preprocessing is not None:
         metadata["preprocessing"] = json.dumps(preprocessing, sort_keys=True)
         metadata.update({k: preprocessing[k] for k in ("dataset", "mean", "std")
@@ -287,6 +417,15 @@ def _topological_order(graph: Any) -> list[str]:
     return order
 
 
+def _flatten(x: Tensor, node: Any, torch_convention: bool) -> Tensor:
+    """NIR's ``start_dim``/``end_dim`` index the sample without the batch dimension; the
+    snnTorch and Norse targets write torch's (``nn.Flatten`` on ``[B, ...]``)."""
+    start, end = int(node.start_dim), int(node.end_dim)
+    if torch_convention:
+        return x.flatten(start, end)
+    return x.flatten(1 + start, end if end < 0 else 1 + end)
+
+
 def _t(a: Any) -> Tensor:
     return torch.as_tensor(np.asarray(a), dtype=torch.float64)
 
@@ -307,13 +446,15 @@ def simulate_nir(graph: Any, x_seq: Tensor, *, dt: float | None = None,
 
     Returns:
         The classifier output ``mean_t(Output[t])`` ``[B, ...]`` (the ``mean_over_time`` readout
-        of MPBN Eq. 3), and the records if ``record``.
+        of MPBN Eq. 3; ``Output[t]`` stacked ``[T, B, ...]`` where the metadata says
+        ``readout = "per_step"``), and the records if ``record``.
     """
     nir = _nir()
     if dt is None:
         dt = float((graph.metadata or {}).get("dt", 0) or 0)
         if not dt:
             raise ValueError("the graph's metadata has no dt; pass dt=")
+    torch_convention = (graph.metadata or {}).get("flatten_convention") == "torch"
     order = _topological_order(graph)
     preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges:
@@ -348,8 +489,7 @@ def simulate_nir(graph: Any, x_seq: Tensor, *, dt: float | None = None,
                 if isinstance(node, nir.SumPool2d):
                     y = y * (k[0] * k[1])
             elif isinstance(node, nir.Flatten):
-                y = x.flatten(1 + int(node.start_dim),
-                              int(node.end_dim) if int(node.end_dim) < 0 else 1 + int(node.end_dim))
+                y = _flatten(x, node, torch_convention)
             elif isinstance(node, nir.LIF | nir.IF):
                 v = state.get(name, torch.zeros_like(x))
                 if isinstance(node, nir.LIF):
@@ -366,7 +506,9 @@ def simulate_nir(graph: Any, x_seq: Tensor, *, dt: float | None = None,
             if record:
                 records[name].append(y)
         readout.append(out[outputs[0]])
-    result = torch.stack(readout).mean(0)
+    result = torch.stack(readout)
+    if (graph.metadata or {}).get("readout", "mean_over_time") == "mean_over_time":
+        result = result.mean(0)
     if record:
         return result, {n: torch.stack(v) for n, v in records.items() if v}
     return result
