@@ -3,7 +3,7 @@
     mpbn train [PRESET] [--set path=value ...] [--epochs N --lr X ...] [--seeds N] [--out DIR]
     mpbn presets [-v]
     mpbn eval CKPT|RUN_DIR
-    mpbn fold CKPT|RUN_DIR -o OUT_DIR [--nir]
+    mpbn fold CKPT|RUN_DIR -o OUT_DIR [--nir [--nir-target nir|snntorch|norse]]
 
 Bad input prints ``mpbn: error: ...`` (one line, what was wrong and what is valid) and exits
 with status 2; a diverged run exits with status 1. ``MPBN_DEBUG=1`` shows tracebacks instead.
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("-o", "--out", required=True, help="output folder")
     fold.add_argument("--force", action="store_true", help="overwrite existing files")
     fold.add_argument("--nir", action="store_true", help="also export NIR (needs mpbn.export)")
+    fold.add_argument("--nir-target", default="nir", choices=("nir", "snntorch", "norse"),
+                      help="the NIR importer the graph is written for (docs/MODELS.md)")
 
     try:  # analysis commands plug in here when that package is present
         from mpbn.analysis.cli import register
@@ -302,7 +304,8 @@ def cmd_fold(args: argparse.Namespace) -> int:
         from mpbn.export import NIRExportError, to_nir
 
         try:
-            graph = to_nir(folded, preprocessing=preprocessing(cfg, ckpt["data_info"]))
+            graph = to_nir(folded, args.nir_target,
+                           preprocessing=preprocessing(cfg, ckpt["data_info"]))
         except NIRExportError as exc:
             raise CLIError(f"cannot export to NIR: {exc}") from None
         except ImportError as exc:

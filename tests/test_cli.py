@@ -200,6 +200,26 @@ def test_fold_nir_writes_a_graph_that_simulates_like_the_model(tmp_path, trained
     torch.testing.assert_close(simulate_nir(graph, x_seq), folded(x))
 
 
+@pytest.mark.parametrize("target", ["snntorch", "norse"])
+def test_fold_nir_target_writes_a_graph_with_the_same_outputs(tmp_path, trained, target):
+    from mpbn.export import read_nir, simulate_nir
+
+    out = tmp_path / f"deploy_{target}"
+    argv = ["fold", str(trained / "seed_0/last.pt"), "-o", str(out), "--nir", "--nir-target",
+            target]
+    code = main(argv)
+    if code == 2:  # a trained threshold snnTorch cannot express: refused, nothing written
+        assert not out.exists() or not any(out.iterdir())
+        return
+    graph = read_nir(out / "model.nir")
+    assert graph.metadata["target"] == target
+    model, _, _ = load_model_from_checkpoint(trained / "seed_0/last.pt")
+    folded = mpbn.fold(model).double()
+    x = torch.rand(8, 1, 8, 8, dtype=torch.float64)
+    x_seq = x.unsqueeze(0).expand(folded.timesteps, *x.shape)
+    torch.testing.assert_close(simulate_nir(graph, x_seq), folded(x))
+
+
 def test_version_prints_the_package_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
