@@ -57,23 +57,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mpbn.export._common import NIRExportError, _nir
 from mpbn.layers import LIF, ConvNorm, IntegratingClassifier, PerStep, SeqNorm
 from mpbn.models import BasicBlock, SpikingNet
 
 __all__ = ["to_nir", "simulate_nir", "write_nir", "read_nir", "NIRExportError", "TARGETS",
            "NeuronSpec", "build_graph"]
-
-
-class NIRExportError(ValueError):
-    """The model contains something NIR (or this exporter) cannot express."""
-
-
-def _nir() -> Any:
-    try:
-        import nir
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("NIR export needs the `nir` package: pip install 'mpbn[export]'") from err
-    return nir
 
 
 def _np(t: Tensor | float) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mpbn.export.nir_graph import NIRExportError, _nir
+from mpbn.export._common import NIRExportError, _nir
 from mpbn.layers import LIF, ConvNorm, PerStep
 
 __all__ = ["from_nir", "NIRNet", "Scale"]

@@ -60,7 +60,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mpbn.export.nir_graph import NIRExportError, _GraphBuilder, _nir
+from mpbn.export._common import NIRExportError, _nir
+
+_GraphBuilder = Any  # mpbn.export.nir_graph._GraphBuilder (which imports this module)
 
 __all__ = ["rewrite", "target_dt", "TARGET_METADATA", "MAX_DENSE_ENTRIES", "SNNTORCH_DT",
            "NORSE_DT"]
