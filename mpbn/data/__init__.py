@@ -1,6 +1,7 @@
 """Datasets, device-side augmentation and spike encoders.
 
-Public API: :func:`create_loaders`, :func:`list_datasets`, :class:`DatasetInfo`,
+Public API: :func:`create_loaders`, :func:`create_splits` (with a held-out validation split),
+:func:`list_datasets`, :class:`DatasetInfo`,
 :func:`poisson_encode`, :func:`direct_encode`, :class:`DeviceLoader`.
 
 Layout: ``registry.py`` maps names to builders and holds :func:`create_loaders`; each dataset
@@ -16,12 +17,14 @@ from mpbn.functional.encoding import direct_encode, poisson_encode
 from . import cifar, digits, events_datasets, folders, mnist  # noqa: F401
 from .info import DatasetInfo
 from .loaders import DeviceLoader
-from .registry import create_loaders, list_datasets
+from .registry import DataSplits, create_loaders, create_splits, list_datasets
 
 __all__ = [
+    "DataSplits",
     "DatasetInfo",
     "DeviceLoader",
     "create_loaders",
+    "create_splits",
     "direct_encode",
     "list_datasets",
     "poisson_encode",

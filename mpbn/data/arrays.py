@@ -2,7 +2,7 @@
 
 Every dataset small enough to live on the device (digits, CIFAR, MNIST, event frames) is read
 into an :class:`ArrayDataset` per split by its own module, then handed to
-:func:`in_memory_loaders`, which draws the requested subsets and builds two
+:func:`in_memory_loaders`, which draws the requested held-out split and subsets and builds the
 :class:`~mpbn.data.loaders.DeviceLoader` objects plus the :class:`~mpbn.data.info.DatasetInfo`.
 This is its own module, not part of ``loaders.py``, because it needs the registry's
 :class:`~mpbn.data.registry.LoaderRequest`: ``DeviceLoader`` stays usable on bare tensors
@@ -20,7 +20,7 @@ from .augment import AugmentSpec
 from .info import DatasetInfo
 from .loaders import DeviceLoader
 from .registry import LoaderRequest
-from .sampling import subset_indices
+from .sampling import holdout_split, subset_indices
 
 
 @dataclass
@@ -68,8 +68,20 @@ def in_memory_loaders(
     timesteps: int | None,
     split: str,
     class_names: tuple[str, ...] | None = None,
-) -> tuple[DeviceLoader, DeviceLoader, DatasetInfo]:
-    """Wrap two in-memory splits into :class:`DeviceLoader` objects plus their info."""
+) -> tuple:
+    """Wrap in-memory splits into :class:`DeviceLoader` objects plus their info.
+
+    Returns ``(train_loader, test_loader, info)``, and the held-out loader as a fourth item
+    when ``request.holdout`` asks for one (:func:`mpbn.data.create_splits`): it is taken out of
+    ``train`` first (:func:`~mpbn.data.sampling.holdout_split`), ``train_subset`` is then
+    drawn from the rest.
+    """
+    held: ArrayDataset | None = None
+    if request.holdout is not None:
+        keep, held_index = holdout_split(train.labels, request.holdout)
+        held = ArrayDataset(train.images[held_index], train.labels[held_index])
+        train = ArrayDataset(train.images[keep], train.labels[keep])
+        split = f"{split}; {len(held_index)} training samples held out"
     train = take_subset(train, request.train_subset, request.seed)
     test = take_subset(test, request.test_subset, request.seed)
     common = dict(
@@ -90,14 +102,17 @@ def in_memory_loaders(
         augment=spec if request.augment else None,
         **common,
     )
-    test_loader = DeviceLoader(
-        torch.from_numpy(np.ascontiguousarray(test.images)),
-        torch.from_numpy(test.labels),
-        batch_size=request.eval_batch_size,
-        shuffle=False,
-        augment=None,
-        **common,
-    )
+    def evaluation_loader(data: ArrayDataset) -> DeviceLoader:
+        return DeviceLoader(
+            torch.from_numpy(np.ascontiguousarray(data.images)),
+            torch.from_numpy(data.labels),
+            batch_size=request.eval_batch_size,
+            shuffle=False,
+            augment=None,
+            **common,
+        )
+
+    test_loader = evaluation_loader(test)
     info = DatasetInfo(
         name=request.name,
         num_classes=num_classes,
@@ -111,5 +126,8 @@ def in_memory_loaders(
         num_test=len(test.labels),
         scale=scale,
         class_names=class_names,
+        num_holdout=None if held is None else len(held.labels),
     )
-    return train_loader, test_loader, info
+    if held is None:
+        return train_loader, test_loader, info
+    return train_loader, test_loader, info, evaluation_loader(held)

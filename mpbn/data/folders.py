@@ -295,7 +295,7 @@ def _folder_loaders(request, train, val, names, *, size, resize, mean, std, spli
     return train_loader, test_loader, info
 
 
-@register("imagenet")
+@register("imagenet", holdout=False)
 def _build_imagenet(request: LoaderRequest):
     check_root(request.root, "train/CLASS/*.JPEG and val/CLASS/*.JPEG")
     train, val, names = list_imagenet(request.root)
@@ -305,7 +305,7 @@ def _build_imagenet(request: LoaderRequest):
     )  # fmt: skip
 
 
-@register("tiny-imagenet")
+@register("tiny-imagenet", holdout=False)
 def _build_tiny_imagenet(request: LoaderRequest):
     check_root(request.root, "train/CLASS/images/*.JPEG and val/val_annotations.txt")
     train, val, names = list_tiny_imagenet(request.root)

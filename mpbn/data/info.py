@@ -19,11 +19,13 @@ class DatasetInfo:
         kind: ``"static"`` (loaders yield ``[B, C, H, W]``) or ``"sequence"`` (``[T, B, ...]``).
         timesteps: ``None`` for static data, the number of time steps ``T`` for sequences.
         split: Name of the train/test split, e.g. ``"cifar10-dvs:9to1-per-class"``.
-        num_train: Number of training samples (after ``train_subset``).
+        num_train: Number of training samples (after ``holdout`` and ``train_subset``).
         num_test: Number of test samples (after ``test_subset``).
         scale: Factor the raw samples are multiplied by before normalization (``1/255`` for
             uint8 images, ``1.0`` for event counts), or ``None`` where not recorded.
         class_names: Name of each class in label order, or ``None`` where the dataset has none.
+        num_holdout: Training samples held out for validation (:func:`mpbn.data.create_splits`),
+            or ``None``.
     """
 
     name: str
@@ -38,3 +40,4 @@ class DatasetInfo:
     num_test: int
     scale: float | None = None
     class_names: tuple[str, ...] | None = None
+    num_holdout: int | None = None

@@ -11,10 +11,12 @@ whenever ``mpbn.data`` (or anything under it) has been imported.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -43,21 +45,39 @@ class LoaderRequest:
     world_size: int
     train_subset: int | None
     test_subset: int | None
+    holdout: int | None = None
 
 
-Builder = Callable[[LoaderRequest], tuple[object, object, DatasetInfo]]
+class DataSplits(NamedTuple):
+    """The loaders of :func:`create_splits`: training, held-out (validation) and test."""
+
+    train: object
+    holdout: object | None
+    test: object
+    info: DatasetInfo
+
+
+#: A builder returns ``(train, test, info)``, or ``(train, test, info, holdout)`` when it
+#: supports :attr:`LoaderRequest.holdout` and one was asked for.
+Builder = Callable[[LoaderRequest], tuple]
 _BUILDERS: dict[str, Builder] = {}
+_NO_HOLDOUT: set[str] = set()
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Register a builder under ``name`` (decorator).
+def register(name: str, *, holdout: bool = True) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name`` (decorator); ``holdout=False``: it cannot hold out
+    training samples (:func:`create_splits` then refuses before reading any file).
 
     The builder receives the :class:`LoaderRequest` of a :func:`create_loaders` call and returns
-    ``(train_loader, test_loader, info)``.
+    ``(train_loader, test_loader, info)``; builders that can hold out part of the training set
+    (:attr:`LoaderRequest.holdout`, as :func:`mpbn.data.arrays.in_memory_loaders` does) return
+    ``(train_loader, test_loader, info, holdout_loader)`` when asked for one.
     """
 
     def wrap(builder: Builder) -> Builder:
         _BUILDERS[name] = builder
+        if not holdout:
+            _NO_HOLDOUT.add(name)
         return builder
 
     return wrap
@@ -133,6 +153,23 @@ def create_loaders(
         ValueError: Unknown name or bad argument.
         FileNotFoundError: ``root`` lacks the expected files.
     """
+    request = _request(name=name, root=root, batch_size=batch_size, device=device,
+                       timesteps=timesteps,
+                       augment=augment, autoaugment=autoaugment, cutout=cutout,
+                       num_workers=num_workers, seed=seed, download=download,
+                       strict_checksum=strict_checksum, split=split, rank=rank,
+                       world_size=world_size, train_subset=train_subset,
+                       test_subset=test_subset, eval_batch_size=eval_batch_size)
+    return tuple(_BUILDERS[request.name](request)[:3])
+
+
+def _request(*, name: str, root: str | os.PathLike | None, batch_size: int,
+             device: torch.device | str, timesteps: int | None, augment: bool,
+             autoaugment: bool, cutout: int | None, num_workers: int, seed: int,
+             download: bool, strict_checksum: bool, split: str | None, rank: int,
+             world_size: int, train_subset: int | None, test_subset: int | None,
+             eval_batch_size: int | None) -> LoaderRequest:
+    """The validated :class:`LoaderRequest` of a :func:`create_loaders` call."""
     key = name.lower()
     if key not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
@@ -158,4 +195,53 @@ def create_loaders(
         train_subset=train_subset,
         test_subset=test_subset,
     )
-    return _BUILDERS[key](request)
+    return request
+
+
+def create_splits(name: str, root: str | os.PathLike | None = None, *, holdout: int | None = None,
+                  **kwargs) -> DataSplits:
+    """Training, held-out and test loaders: :func:`create_loaders` plus a validation split.
+
+    With ``holdout=N`` a fixed class-stratified draw of ``N`` training samples
+    (:func:`mpbn.data.sampling.holdout_split`, the same for every seed) is taken out of the
+    training set before any ``train_subset``, and comes back as an evaluation loader (no
+    augmentation, ``eval_batch_size``): choose hyperparameters on it and keep the test set for
+    the final report. ``holdout=None`` gives ``DataSplits(train, None, test, info)``.
+
+    Args:
+        name: One of :func:`list_datasets`.
+        root: Dataset folder, as for :func:`create_loaders`.
+        holdout: Training samples to hold out, or ``None``.
+        **kwargs: Every other argument of :func:`create_loaders`.
+
+    Raises:
+        ValueError: The dataset cannot hold out samples (image-folder sets stream from disk),
+            or ``holdout`` leaves no training sample.
+    """
+    if holdout is None:
+        return DataSplits(*_swap(create_loaders(name, root, **kwargs)))
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 1:
+        raise ValueError(f"holdout must be a positive number of training samples or None, got "
+                         f"{holdout!r}")
+    # create_loaders' own defaults fill in what the caller left out (one list of defaults).
+    arguments = inspect.signature(create_loaders).bind(name, root, **kwargs)
+    arguments.apply_defaults()
+    request = _request(**arguments.arguments)
+    built = () if request.name in _NO_HOLDOUT else _BUILDERS[request.name](
+        replace(request, holdout=holdout))
+    if len(built) != 4:
+        raise ValueError(f"dataset {name!r} cannot hold out training samples (only the in-memory "
+                         f"datasets can: {', '.join(in_memory_datasets())}); use train_subset "
+                         "and a split of your own")
+    train, test, info, held = built
+    return DataSplits(train, held, test, info)
+
+
+def _swap(loaders: tuple) -> tuple:
+    train, test, info = loaders
+    return train, None, test, info
+
+
+def in_memory_datasets() -> list[str]:
+    """Names of the datasets whose builders can hold out training samples, sorted."""
+    return sorted(name for name in _BUILDERS if name not in _NO_HOLDOUT)

@@ -7,7 +7,8 @@ the permutation while drawing independent augmentations.
 This module holds the one copy of each draw: :func:`subset_indices` is the ``train_subset`` /
 ``test_subset`` of every dataset (through :func:`take_samples` for file lists and
 :func:`mpbn.data.arrays.take_subset` for arrays), and :func:`stratified_split_mask` is the fixed
-test split of a set that ships without one (digits).
+test split of a set that ships without one (digits). :func:`holdout_split` is the held-out
+validation split of a training set (``data.holdout``): one fixed draw, the same for every seed.
 """
 
 from __future__ import annotations
@@ -112,6 +113,36 @@ def subset_indices(
         for label, take in zip(classes, quota, strict=True)
     ]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+#: Seed of the held-out split: fixed, so that every run and every seed of every preset is
+#: measured on the same held-out images (hyperparameters are compared like for like), and no
+#: run's ``seed`` moves an image between the training and the held-out part.
+HOLDOUT_SEED = derive_seed("holdout")
+
+
+def holdout_split(targets: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a training set into ``(train, held_out)`` indices, ``size`` held out.
+
+    The held-out part is a class-stratified draw (:func:`subset_indices`) with the fixed
+    :data:`HOLDOUT_SEED`; the training part is every other sample. Both are sorted. Draw any
+    ``train_subset`` from the training part afterwards, so it never overlaps the held-out one.
+
+    Args:
+        targets: Integer labels ``[N]`` of the whole training set.
+        size: Samples to hold out, in ``[1, N - 1]``.
+
+    Raises:
+        ValueError: ``size`` leaves no training or no held-out sample.
+    """
+    count = len(targets)
+    if not 1 <= size < count:
+        raise ValueError(f"holdout must be between 1 and {count - 1} (the training set has "
+                         f"{count} samples), got {size}")
+    held = subset_indices(np.asarray(targets), size, HOLDOUT_SEED)
+    keep = np.ones(count, dtype=bool)
+    keep[held] = False
+    return np.flatnonzero(keep).astype(np.int64), held
 
 
 def take_samples(
