@@ -45,7 +45,7 @@ __all__ = ["TrainConfig", "ModelConfig", "NeuronConfig", "DataConfig", "OptimCon
 
 #: Optimizers and learning-rate schedules of :mod:`mpbn.engine.train`.
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "linear", "step", "constant")
 #: Which parameters weight decay applies to (see :func:`mpbn.engine.train.param_groups`).
 DECAY_PARAMS = ("weights", "all")
 
@@ -110,7 +110,12 @@ class DataConfig:
         root: Dataset folder (None: ``$MPBN_DATA/<dataset>``).
         download: Let the data layer fetch missing files.
         split: Dataset split where there are several (CIFAR10-DVS).
-        train_subset: Train on a seeded stratified subset of this many samples.
+        holdout: Hold out this many training samples (a fixed class-stratified draw, the same
+            for every seed: :func:`mpbn.data.sampling.holdout_split`) and evaluate on them after
+            every epoch; the test set is then evaluated once, after the last epoch. Choose
+            hyperparameters on the held-out accuracy, never on the test one.
+        train_subset: Train on a seeded stratified subset of this many samples (drawn from
+            what ``holdout`` leaves).
         test_subset: Test on a seeded stratified subset of this many samples.
         batch_size: Global training batch size (split over ranks).
         eval_batch_size: Test batch size per rank (None: ``batch_size``).
@@ -124,6 +129,7 @@ class DataConfig:
     root: str | None = _runtime(None)
     download: bool = _runtime(False)
     split: str | None = None
+    holdout: int | None = None
     train_subset: int | None = None
     test_subset: int | None = None
     batch_size: int = 64
@@ -147,7 +153,9 @@ class OptimConfig:
         weight_decay: L2 coefficient.
         decay_params: Parameters weight decay applies to (weights: conv/linear weights only,
             ndim > 1; all: every parameter, as plain ``SGD(weight_decay=...)`` does).
-        schedule: Learning-rate schedule (cosine: to 0, per step).
+        schedule: Learning-rate schedule after the warm-up, per step (cosine: to 0; linear: a
+            straight line to 0, with the warm-up the one-cycle "triangle"; step: ``gamma`` at
+            the ``milestones``; constant).
         milestones: Fractions of the run where the step schedule multiplies the lr by gamma.
         gamma: Step-schedule factor.
         warmup_epochs: Linear warm-up epochs before the schedule.
@@ -187,6 +195,9 @@ class RunConfig:
         sync_norm: Synchronize norm and MPBN statistics over ranks (DDP).
         log_interval: Steps between progress-bar updates (the only per-step host syncs).
         fold: Fold MPBN into thresholds after training and evaluate the folded model.
+        tta_flip: Also evaluate the final model on the test set with horizontal-flip test-time
+            augmentation (mean of the logits of the image and its mirror), reported separately
+            as ``test_acc_flip``; the headline stays the plain accuracy.
     """
 
     seed: int = 0
@@ -199,6 +210,7 @@ class RunConfig:
     sync_norm: bool = False
     log_interval: int = _runtime(20)
     fold: bool = True
+    tta_flip: bool = False
 
 
 @dataclass
@@ -235,6 +247,8 @@ class TrainConfig:
              "data.eval_batch_size must be >= 1", d.eval_batch_size),
             (d.train_subset is None or d.train_subset >= 1, "data.train_subset must be >= 1",
              d.train_subset),
+            (d.holdout is None or d.holdout >= 1, "data.holdout must be >= 1 (training samples "
+             "held out) or None", d.holdout),
             (d.test_subset is None or d.test_subset >= 1, "data.test_subset must be >= 1",
              d.test_subset),
             (o.epochs >= 1, "optim.epochs must be >= 1", o.epochs),

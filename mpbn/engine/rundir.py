@@ -48,6 +48,14 @@ class SeedResult:
     train_time: float
     epochs: int
     spike_mismatch_rate: float | None = None
+    #: With ``data.holdout``: the held-out accuracy after the last epoch and at its best
+    #: epoch; ``best_test_acc`` is then None (the test set is evaluated once, at the end).
+    final_val_acc: float | None = None
+    best_val_acc: float | None = None
+    #: Test accuracy with flip test-time augmentation (``run.tta_flip``), else None.
+    test_acc_flip: float | None = None
+    #: The code that trained this seed (``git_commit``), None where unknown.
+    commit: str | None = None
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -159,6 +167,10 @@ def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
         "folded_test_acc": folded, "spike_mismatch": [r.spike_mismatch for r in results],
         "spike_mismatch_rate": [r.spike_mismatch_rate for r in results],
         "train_time": [r.train_time for r in results],
+        "final_val_acc": [r.final_val_acc for r in results],
+        "best_val_acc": [r.best_val_acc for r in results],
+        "test_acc_flip": [r.test_acc_flip for r in results],
+        "commits": [r.commit for r in results],
     }
 
 

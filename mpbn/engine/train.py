@@ -40,14 +40,15 @@ from mpbn.engine.distributed import (
 )
 from mpbn.engine.evaluation import EVAL_SEED, autocast, evaluate, prepare_input
 from mpbn.engine.loading import build_model, load_model, load_state_or_explain
-from mpbn.engine.metrics import MetricsWriter
+from mpbn.engine.metrics import MetricsWriter, git_commit
 from mpbn.engine.rundir import SeedResult
 from mpbn.layers.fold import SpikeMismatch, spike_mismatch
 
 __all__ = [
     "RunOptions", "SeedResult", "TrainingDiverged", "run", "train_seed", "train_one_epoch",
-    "evaluate", "build_model", "build_loaders", "build_optimizer", "build_scheduler",
-    "param_groups", "fold_and_evaluate", "check_names", "load_model_from_checkpoint",
+    "evaluate", "build_model", "build_loaders", "build_splits", "build_optimizer",
+    "build_scheduler", "param_groups", "fold_and_evaluate", "check_names",
+    "load_model_from_checkpoint",
 ]
 
 
@@ -194,6 +195,9 @@ def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
     mpbn_text = "no MPBN" if m.mpbn is None else f"MPBN {m.mpbn}"
     subsets = [f"{part} subset {n}" for part, n in (("train", d.train_subset),
                                                     ("test", d.test_subset)) if n is not None]
+    if d.holdout is not None:
+        subsets.insert(0, f"{d.holdout} training samples held out for validation, test set "
+                          "evaluated once at the end")
     data = d.name + (f" from {d.root}" if d.root is not None else "")
     data += f" ({', '.join(subsets)})" if subsets else " (full splits)"
     seeds = ", ".join(str(r.seed + i) for i in range(min(r.seeds, 5)))
@@ -228,7 +232,12 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
 
     # Same seed -> same initial weights, same data order, same augmentation.
     torch.manual_seed(seed)
-    train_loader, test_loader, info = build_loaders(cfg, seed, dist)
+    splits = build_splits(cfg, seed, dist)
+    train_loader, test_loader, info = splits.train, splits.test, splits.info
+    # Each epoch is measured on the held-out split when there is one (and the test set only
+    # once, after the last epoch): "val_*" keys; without one on the test set: "test_*" keys.
+    holdout = splits.holdout is not None
+    eval_loader, split_key = (splits.holdout, "val") if holdout else (test_loader, "test")
     model = build_model(cfg, info).to(dist.device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -275,6 +284,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
 
     epochs = cfg.optim.epochs
     show_progress = primary and not options.quiet and sys.stderr.isatty()
+    progress_lines = primary and not options.quiet and not show_progress
     epochs_done_now = 0
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
@@ -287,18 +297,20 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             t0 = time.perf_counter()
             stats = train_one_epoch(model_for_step, train_loader, optimizer, scheduler, cfg,
                                     dist, epoch=epoch, global_step=global_step,
-                                    show_progress=show_progress, hooks=options.hooks)
+                                    show_progress=show_progress, hooks=options.hooks,
+                                    progress_lines=progress_lines)
             global_step = int(stats.pop("global_step"))
-            test = evaluate(model, test_loader, cfg, dist)
+            measured = _split_metrics(evaluate(model, eval_loader, cfg, dist), split_key)
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
-            test_acc = test["test_acc"]
-            record = {"epoch": epoch, "lr": lr, **stats, **test, "epoch_time": epoch_time}
+            test_acc = measured[f"{split_key}_acc"]
+            record = {"epoch": epoch, "lr": lr, **stats, **measured, "epoch_time": epoch_time}
             writer.write(record)
             log(f"seed {seed} epoch {epoch:>3}/{epochs}  train loss {stats['train_loss']:.4f}"
-                f" acc {100 * stats['train_acc']:5.2f}%  test loss {test['test_loss']:.4f} "
-                f"acc {100 * test_acc:5.2f}%  spikes {test['spike_rate']:.3f}  "
-                f"{epoch_time:.1f}s {stats['images_per_s']:.0f} img/s")
+                f" acc {100 * stats['train_acc']:5.2f}%  {split_key} loss "
+                f"{measured[f'{split_key}_loss']:.4f} acc {100 * test_acc:5.2f}%  spikes "
+                f"{measured['spike_rate']:.3f}  {epoch_time:.1f}s "
+                f"{stats['images_per_s']:.0f} img/s")
             for hook in options.hooks:
                 hook("epoch_end", epoch=epoch, model=model)
             is_best = test_acc > best_acc
@@ -317,16 +329,31 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     finally:
         writer.close()
 
+    final_val_acc = best_val_acc = None
+    final_test_acc, best_test_acc = test_acc, best_acc
+    if holdout:
+        # The one look at the test set: the final model, after the last epoch.
+        log(f"seed {seed}: evaluating the final model on the test set "
+            f"({info.num_test} samples)")
+        final_val_acc, best_val_acc = test_acc, best_acc
+        final_test_acc, best_test_acc = evaluate(model, test_loader, cfg, dist)["test_acc"], None
+    flip_acc: float | None = None
+    if cfg.run.tta_flip:
+        log(f"seed {seed}: evaluating with flip test-time augmentation")
+        flip_acc = evaluate(FlipAveraged(model), test_loader, cfg, dist)["test_acc"]
     folded_acc: float | None = None
     mismatch: SpikeMismatch | None = None
     if cfg.run.fold:
+        log(f"seed {seed}: folding MPBN and BN into the weights and thresholds, evaluating the "
+            "folded model on the test set")
         _, folded_metrics, mismatch = fold_and_evaluate(model, test_loader, cfg, dist)
         folded_acc = folded_metrics["test_acc"]
-    result = SeedResult(seed=seed, final_test_acc=test_acc, best_test_acc=best_acc,
+    result = SeedResult(seed=seed, final_test_acc=final_test_acc, best_test_acc=best_test_acc,
                         folded_test_acc=folded_acc,
                         spike_mismatch=None if mismatch is None else mismatch.total_mismatches,
                         spike_mismatch_rate=None if mismatch is None else mismatch.rate,
-                        train_time=train_time, epochs=epochs)
+                        train_time=train_time, epochs=epochs, final_val_acc=final_val_acc,
+                        best_val_acc=best_val_acc, test_acc_flip=flip_acc, commit=git_commit())
     if primary:
         rundir.write_result(seed_dir, result)
     return result
@@ -353,9 +380,38 @@ def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler
 # set-up: data, optimizer, schedule (the model: mpbn.engine.loading.build_model)
 
 
+def _split_metrics(metrics: dict[str, float], split_key: str) -> dict[str, float]:
+    """``evaluate``'s ``test_loss``/``test_acc`` renamed for the split they were measured on."""
+    return {(f"{split_key}_{key[5:]}" if key.startswith("test_") else key): value
+            for key, value in metrics.items()}
+
+
+class FlipAveraged(nn.Module):
+    """Test-time flip: the mean of the logits of a batch and of its horizontal mirror."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 0.5 * (self.model(x) + self.model(x.flip(-1)))
+
+
 def build_loaders(cfg: TrainConfig, seed: int, dist: DistInfo) -> tuple[Any, Any, Any]:
     """Train/test loaders on the device; the global batch is split over ranks."""
-    from mpbn.data import create_loaders
+    splits = build_splits(cfg, seed, dist, holdout=False)
+    return splits.train, splits.test, splits.info
+
+
+def build_splits(cfg: TrainConfig, seed: int, dist: DistInfo, *, holdout: bool = True) -> Any:
+    """Train, held-out (``cfg.data.holdout``; None without) and test loaders, and the info.
+
+    Args:
+        holdout: Take ``cfg.data.holdout`` samples out of the training set; False ignores
+            it (no held-out loader, the whole training set), for callers that need only the
+            test set.
+    """
+    from mpbn.data import create_splits
 
     data = cfg.data
     if data.batch_size % dist.world_size:
@@ -367,8 +423,9 @@ def build_loaders(cfg: TrainConfig, seed: int, dist: DistInfo) -> tuple[Any, Any
     if data.root is not None and not Path(data.root).expanduser().exists():
         raise FileNotFoundError(f"data root {data.root} does not exist; give an existing "
                                 f"folder with --data-root (or omit it for $MPBN_DATA/<dataset>)")
-    return create_loaders(
-        data.name, data.root, batch_size=data.batch_size // dist.world_size,
+    return create_splits(
+        data.name, data.root, holdout=data.holdout if holdout else None,
+        batch_size=data.batch_size // dist.world_size,
         device=dist.device, timesteps=cfg.model.timesteps, augment=data.augment,
         autoaugment=data.autoaugment, cutout=data.cutout, num_workers=data.num_workers,
         seed=seed, download=data.download, split=data.split, rank=dist.rank,
@@ -411,9 +468,11 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     warmup = o.warmup_epochs * steps_per_epoch
     if step < warmup:
         return (step + 1) / warmup
-    if o.schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if o.schedule in ("cosine", "linear"):
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if o.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
     if o.schedule == "step":
         epoch = step / steps_per_epoch
         passed = sum(epoch >= m * o.epochs for m in o.milestones)
@@ -439,15 +498,24 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
                 disable=not enabled)
 
 
+#: Seconds between progress lines when the output is not a terminal (a log file, nohup).
+PROGRESS_LINE_SECONDS = 60.0
+
+
 def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     scheduler: Any, cfg: TrainConfig, dist: DistInfo, *, epoch: int,
                     global_step: int, show_progress: bool,
-                    hooks: list[Any] = ()) -> dict[str, float]:
+                    hooks: list[Any] = (), progress_lines: bool = False) -> dict[str, float]:
     """Train for one epoch. Returns loss, accuracy, samples and the new global step.
 
     Losses and correct counts are summed on the device; the host reads them only every
     ``cfg.run.log_interval`` steps and at the end. A non-finite loss is recorded on the device
     with its step and raised as :class:`TrainingDiverged` at the next read.
+
+    Args:
+        show_progress: A tqdm bar (a terminal).
+        progress_lines: Without a bar, print a plain line at the first host read after
+            every :data:`PROGRESS_LINE_SECONDS` (a log file shows progress between epochs).
     """
     model.train()
     device = dist.device
@@ -459,7 +527,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     state_bad = torch.full((), -1, device=device, dtype=torch.long)
     state = _state_tensors(model)
     seen = 0
-    start = time.perf_counter()
+    start = last_line = time.perf_counter()
     bar = _progress(len(loader), f"epoch {epoch}/{cfg.optim.epochs}", show_progress)
     step_in_epoch = 0
     for step_in_epoch, (x, y) in enumerate(loader, start=1):
@@ -489,10 +557,14 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
                                     torch.full_like(state_bad, global_step), state_bad)
             _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, state)
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
-                            acc=f"{100 * correct.item() / seen:.1f}%",
-                            img_s=f"{seen * dist.world_size / max(elapsed, 1e-9):.0f}")
+            loss_now, acc_now = loss_sum.item() / seen, 100 * correct.item() / seen
+            img_s = seen * dist.world_size / max(elapsed, 1e-9)
+            bar.set_postfix(loss=f"{loss_now:.3f}", acc=f"{acc_now:.1f}%", img_s=f"{img_s:.0f}")
             bar.update(step_in_epoch - bar.n)
+            if progress_lines and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:
+                last_line = time.perf_counter()
+                print(f"  epoch {epoch} step {step_in_epoch}/{len(loader)}  train loss "
+                      f"{loss_now:.4f} acc {acc_now:5.2f}%  {img_s:.0f} img/s", flush=True)
     bar.close()
     state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
                             torch.full_like(state_bad, global_step), state_bad)

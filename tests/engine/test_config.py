@@ -35,6 +35,9 @@ OLD_FLAT_DEFAULTS = {
     "channels_last": False, "grad_checkpointing": 0, "sync_norm": False, "num_workers": 4,
     "log_interval": 20, "fold": True,
 }
+#: Fields added after the nesting (no flat name ever existed for them; old configs get the
+#: defaults).
+NEWER_FIELDS = {"data.holdout", "run.tta_flip"}
 OLD_RUNTIME_FIELDS = {"device", "num_workers", "log_interval", "compile", "data_root",
                       "grad_checkpointing", "download", "eval_batch_size", "description",
                       "seeds"}
@@ -43,7 +46,8 @@ OLD_RUNTIME_FIELDS = {"device", "num_workers", "log_interval", "compile", "data_
 def test_every_old_flat_name_is_a_shorthand_of_its_own_path():
     paths = {key: resolve_key(key) for key in OLD_FLAT_DEFAULTS}
     assert len(set(paths.values())) == len(paths)  # no two old names share a path
-    assert set(paths.values()) == set(flatten(TrainConfig().to_dict()))  # and nothing is lost
+    # ... and nothing is lost
+    assert set(paths.values()) == set(flatten(TrainConfig().to_dict())) - NEWER_FIELDS
     # The colliding meanings live apart now.
     assert (paths["decay"], paths["weight_decay"]) == ("model.neuron.decay",
                                                        "optim.weight_decay")
