@@ -22,6 +22,7 @@ SMALL: dict[str, dict] = {
     "vggsnn": dict(input_size=16, width=8),
     "small_cnn": dict(),
     "fc_smnist": dict(),
+    "fastnet": dict(input_size=8, widths=(8, 8, 16), extra=(1, 0)),
 }
 
 

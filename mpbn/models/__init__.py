@@ -9,7 +9,7 @@ and are re-exported here, where they used to be.
 """
 
 from mpbn.layers.sequence import ConvNorm, IntegratingClassifier, PerStep
-from mpbn.models import mlp, resnet, vgg  # noqa: F401  (registers the models)
+from mpbn.models import fast, mlp, resnet, vgg  # noqa: F401  (registers the models)
 from mpbn.models._registry import create, is_model, list_models, register_model
 from mpbn.models.base import ENCODINGS, SpikingNet, count_parameters
 from mpbn.models.mlp import SpikingMLP
