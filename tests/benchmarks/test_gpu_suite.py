@@ -1,0 +1,64 @@
+"""The GPU suite's CPU rehearsal runs every stage, records a failing stage and goes on, and
+stops what its budget does not allow (``benchmarks/gpu_suite.py``, tracker issue 14).
+
+Run as the suite is run on a GPU machine: a subprocess from the repository root with
+``PYTHONPATH=.``. ``--no-compile`` leaves out the compiled paths (gcc and dynamo would be most
+of the time here); ``python benchmarks/gpu_suite.py --device cpu --quick`` runs them too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ["header", "correctness", "neuron", "train_step", "time_to_result"]
+TIMEOUT_S = 600  # against a hang only: the run takes well under a minute on an idle core
+
+
+def run_suite(out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "benchmarks/gpu_suite.py", "--device", "cpu",
+                           "--quick", "--no-compile", "--out", str(out), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def test_rehearsal_runs_every_stage_and_records_a_failing_one(tmp_path: Path) -> None:
+    proc = run_suite(tmp_path, "--inject-failure", "header")
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 1, log
+    report = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert [s["name"] for s in report["stages"]] == STAGES, log
+    statuses = {s["name"]: s["status"] for s in report["stages"]}
+    header = report["stages"][0]
+    assert statuses["header"] == "failed"
+    assert "failure injected into stage 'header'" in header["error"]
+    assert "Traceback" in header["error"]
+    # The later stages ran, and the rehearsal itself passes.
+    for stage in report["stages"][1:]:
+        assert stage["status"] in ("ok", "partial (budget)"), (stage["name"], stage["failures"],
+                                                               stage["error"])
+        assert stage["tables"], stage["name"]
+    assert report["exit_code"] == 1 and report["rehearsal"]
+    correctness = report["stages"][1]["data"]
+    assert correctness["cases"] and all(c["status"] == "pass" for c in correctness["cases"])
+    # Targets are never claimed on CPU.
+    markdown = (tmp_path / "gpu_suite.md").read_text()
+    assert "n/a (CPU rehearsal)" in markdown
+    assert "| met |" not in markdown and "| not met |" not in markdown
+    for name in STAGES:
+        assert f"## {name}: " in markdown
+
+
+def test_a_stage_stops_what_its_budget_does_not_allow(tmp_path: Path) -> None:
+    proc = run_suite(tmp_path, "--stages", "correctness", "--budget-s", "1")
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, log
+    (stage,) = json.loads((tmp_path / "gpu_suite.json").read_text())["stages"]
+    assert stage["status"] == "partial (budget)"
+    assert any(stop.startswith("budget: quick grid: 9 of 10 cases") for stop in
+               stage["budget_stops"]), stage["budget_stops"]
+    assert "budget: quick grid" in (tmp_path / "gpu_suite.md").read_text()
