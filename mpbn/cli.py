@@ -169,19 +169,31 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The short table printed after training: unfolded/folded accuracy, mismatch, time."""
     from mpbn.engine.metrics import mean_std
 
-    rows = [("seed", "acc unfolded", "acc folded", "best acc", "spike mismatch", "time")]
+    count = len(summary["seeds"])
+    # With a held-out split the per-epoch column is the held-out accuracy (the test set was
+    # evaluated once, at the end); older summaries have no such key.
+    held_out = any(v is not None for v in summary.get("final_val_acc", [None] * count))
+    best_key, best_label = (("best_val_acc", "best held-out") if held_out
+                            else ("best_test_acc", "best acc"))
+    flip = summary.get("test_acc_flip", [None] * count)
+    rows = [("seed", "acc unfolded", "acc folded", best_label, "spike mismatch", "time")]
+    if any(v is not None for v in flip):
+        rows[0] = (*rows[0][:3], "flip TTA", *rows[0][3:])
     for i, seed in enumerate(summary["seeds"]):
         mismatch = summary["spike_mismatch"][i]
-        rate = summary.get("spike_mismatch_rate", [None] * len(summary["seeds"]))[i]
-        rows.append((str(seed), _percent(summary["final_test_acc"][i]),
-                     _percent(summary["folded_test_acc"][i]), _percent(summary["best_test_acc"][i]),
-                     _mismatch_text(mismatch, rate),
-                     f"{summary['train_time'][i]:.1f} s"))
+        rate = summary.get("spike_mismatch_rate", [None] * count)[i]
+        row = [str(seed), _percent(summary["final_test_acc"][i]),
+               _percent(summary["folded_test_acc"][i]), _percent(summary[best_key][i]),
+               _mismatch_text(mismatch, rate), f"{summary['train_time'][i]:.1f} s"]
+        if len(rows[0]) == 7:
+            row.insert(3, _percent(flip[i]))
+        rows.append(tuple(row))
     if len(summary["seeds"]) > 1:
         folded = [v for v in summary["folded_test_acc"] if v is not None]
         fm, fs = mean_std(folded) if folded else (None, None)
         rows.append(("mean±std", f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}",
-                     "-" if fm is None else f"{100 * fm:.2f} ± {100 * fs:.2f}", "", "", ""))
+                     "-" if fm is None else f"{100 * fm:.2f} ± {100 * fs:.2f}",
+                     *([""] * (len(rows[0]) - 3))))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]

@@ -225,3 +225,21 @@ def test_version_prints_the_package_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"mpbn {mpbn.__version__}"
+
+
+def test_summary_table_names_the_held_out_column_and_flip_tta():
+    from mpbn.cli import format_summary
+
+    base = {"seeds": [0, 1], "final_test_acc": [0.8, 0.9], "folded_test_acc": [0.8, 0.9],
+            "best_test_acc": [0.85, 0.95], "spike_mismatch": [0, 0], "train_time": [1.0, 2.0],
+            "mean": 0.85, "std": 0.07}
+    old = format_summary(base).splitlines()
+    assert old[0].split() == ["seed", "acc", "unfolded", "acc", "folded", "best", "acc",
+                              "spike", "mismatch", "time"]
+    assert "85.00%" in old[1]
+    held = {**base, "best_test_acc": [None, None], "final_val_acc": [0.7, 0.75],
+            "best_val_acc": [0.71, 0.76], "test_acc_flip": [0.81, 0.91]}
+    lines = format_summary(held).splitlines()
+    assert "best held-out" in lines[0] and "flip TTA" in lines[0]
+    assert lines[1].split()[1:5] == ["80.00%", "80.00%", "81.00%", "71.00%"]
+    assert lines[-1].startswith("mean±std")
