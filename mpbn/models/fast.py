@@ -9,9 +9,8 @@ classifier of MPBN Eq. 3.
 
 Why strided convs and not average pooling of spikes: a conv followed by a 2x2 pool computes
 four times the multiply-adds of the strided conv for the same output size, and its LIF runs on
-four times the neurons (measured on the 2-core CPU: widths 32/64/128/256 take 2.6x longer per
-step with conv + pool than with strided convs). Every conv but the stem reads a LIF's spikes
-directly, so it keeps its input for backward as bool (:mod:`mpbn.functional.spike_ops`).
+four times the neurons. Every conv but the stem reads a LIF's spikes directly, so it keeps its
+input for backward as bool (:mod:`mpbn.functional.spike_ops`).
 """
 
 from __future__ import annotations
