@@ -4,7 +4,7 @@
     mpbn analyze landscape RUN_DIR... --out DIR [--n-samples N --n-points K --alpha-min A ...]
     mpbn analyze spikes|energy|early-exit|robustness RUN_DIR... --out DIR
     mpbn analyze gamma|fold-report RUN_DIR... --out DIR
-    mpbn report RUN_DIR... --out DIR
+    mpbn report RUN_DIR... --out DIR [--compare]
 
 Every command but ``curves`` takes ``--data-root DIR`` for data that moved since training.
 ``RUN_DIR`` is an ``mpbn train`` output folder (its first seed's checkpoint is used) or a
@@ -197,7 +197,7 @@ def _report(args: argparse.Namespace) -> int:
     options = ReportOptions(n_samples=args.n_samples, batch_size=args.batch_size,
                             seed=args.seed, checkpoint=args.checkpoint, device=args.device,
                             landscape_points=args.n_points,
-                            overrides=data_overrides(args.data_root),
+                            overrides=data_overrides(args.data_root), compare=args.compare,
                             sections=[s for s in SECTIONS if s not in skip])
     path = build_report(args.runs, args.out, options)
     print(f"wrote {path}")
@@ -211,10 +211,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "PNG/SVG plots and JSON/CSV numbers to --out.")
     sub = analyze.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
 
-    p = sub.add_parser("curves", help="test accuracy/loss per epoch, mean ± std (MPBN Fig. 2)")
+    p = sub.add_parser("curves", help="held-out (or test) accuracy/loss per epoch, mean ± std "
+                       "(MPBN Fig. 2)")
     _common(p, models=False)
-    p.add_argument("--keys", nargs="+", default=["test_acc", "test_loss"],
-                   help="metrics.jsonl fields to plot")
+    p.add_argument("--keys", nargs="+", default=None,
+                   help="metrics.jsonl fields to plot (default: val_acc val_loss for runs with "
+                   "a held-out split, test_acc test_loss for runs without)")
     p.set_defaults(func=_curves)
 
     p = sub.add_parser("landscape", help="1D filter-normalized loss landscape (MPBN Fig. 3)")
@@ -264,6 +266,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="one markdown page with every analysis of runs")
     _common(p)
     p.add_argument("--n-points", type=int, default=11, help="landscape points")
+    p.add_argument("--compare", action="store_true",
+                   help="compare every run with the first (the baseline): final test accuracy "
+                   "mean ± std, the difference with a 95%% Welch interval, a per-seed table")
     p.add_argument("--skip", nargs="+", metavar="SECTION",
                    help="sections to leave out: curves, landscape, spikes, energy, gamma, "
                    "early-exit, robustness, fold")

@@ -1,6 +1,10 @@
-"""Convergence curves: test accuracy and loss per epoch of several runs (MPBN Fig. 2).
+"""Convergence curves: accuracy and loss per epoch of several runs (MPBN Fig. 2).
 
-A run with several seeds is drawn as its mean with a ±1 std band over seeds.
+A run with several seeds is drawn as its mean with a ±1 std band over seeds. A run trained
+with a held-out split (``data.holdout``) logs its epochs on that split (``val_acc``,
+``val_loss``) and looks at the test set once, at the end; a run without one logs ``test_acc``
+and ``test_loss`` per epoch. By default each panel is one of these splits, so a panel labelled
+"test" only ever shows the test set.
 """
 
 from __future__ import annotations
@@ -14,18 +18,26 @@ import numpy as np
 from mpbn.analysis._common import new_figure, save_figure, write_csv, write_json
 from mpbn.analysis.io import Run, load_run
 
-__all__ = ["aggregate_curve", "run_curves", "plot_curves", "analyze_curves"]
+__all__ = ["CURVE_METRICS", "aggregate_curve", "run_curves", "plot_curves", "default_keys",
+           "analyze_curves"]
 
 #: ``mpbn train`` logs accuracies as fractions in [0, 1]; plots and tables show percent.
 ACC_SCALE = 100.0
 
 #: metric key -> (axis label with unit, title)
 CURVE_METRICS: dict[str, tuple[str, str]] = {
+    "val_acc": ("held-out accuracy (%)", "Held-out accuracy"),
+    "val_loss": ("held-out loss (cross-entropy, nats)", "Held-out loss"),
     "test_acc": ("test accuracy (%)", "Test accuracy"),
     "test_loss": ("test loss (cross-entropy, nats)", "Test loss"),
     "train_acc": ("train accuracy (%)", "Train accuracy"),
     "train_loss": ("train loss (cross-entropy, nats)", "Train loss"),
+    "spike_rate": ("spikes per neuron and step", "Spike rate"),
 }
+
+#: The per-epoch evaluation keys: of the held-out split, else of the test set.
+HELDOUT_KEYS = ("val_acc", "val_loss")
+TEST_KEYS = ("test_acc", "test_loss")
 
 
 def aggregate_curve(per_seed: Sequence[Sequence[dict[str, Any]]], key: str,
@@ -56,7 +68,7 @@ def aggregate_curve(per_seed: Sequence[Sequence[dict[str, Any]]], key: str,
             "n_seeds": len(tables)}
 
 
-def run_curves(run: Run, keys: Sequence[str] = ("test_acc", "test_loss"),
+def run_curves(run: Run, keys: Sequence[str] = TEST_KEYS,
                ddof: int = 1) -> dict[str, dict[str, list[float]]]:
     """:func:`aggregate_curve` of every ``key`` for one run."""
     per_seed = [run.metrics[s] for s in sorted(run.metrics)]
@@ -64,18 +76,21 @@ def run_curves(run: Run, keys: Sequence[str] = ("test_acc", "test_loss"),
 
 
 def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: str | Path,
-                name: str = "curves",
-                keys: Sequence[str] = ("test_acc", "test_loss")) -> list[Path]:
+                name: str = "curves", keys: Sequence[str] = TEST_KEYS) -> list[Path]:
     """One panel per metric, one line (mean) and band (±1 std) per run."""
-    fig, axes = new_figure(ncols=len(keys))
-    for ax, key in zip(axes[0], keys, strict=True):
+    ncols = min(len(keys), 2)
+    fig, axes = new_figure(ncols=ncols, nrows=-(-len(keys) // ncols))
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys, strict=False):
         ylabel, title = CURVE_METRICS.get(key, (key, key))
         for label, per_key in curves.items():
             c = per_key.get(key)
             if not c or not c["epoch"]:
                 continue
             epochs, mean, std = (np.asarray(c[k]) for k in ("epoch", "mean", "std"))
-            if key.endswith("acc"):
+            if key.endswith("_acc"):
                 mean, std = mean * ACC_SCALE, std * ACC_SCALE
             seeds = f" ({c['n_seeds']} seeds)" if c["n_seeds"] > 1 else ""
             line, = ax.plot(epochs, mean, label=f"{label}{seeds}")
@@ -83,26 +98,46 @@ def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: s
                 ax.fill_between(epochs, mean - std, mean + std, alpha=0.25,
                                 color=line.get_color(), linewidth=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} per epoch (mean ± std over seeds)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no run logged this metric", ha="center", va="center",
+                    transform=ax.transAxes)
     return save_figure(fig, out_dir, name)
 
 
+def default_keys(runs: Sequence[Run]) -> list[str]:
+    """The per-epoch evaluation metrics the runs logged: ``val_acc``, ``val_loss`` when some run
+    has a held-out split, ``test_acc``, ``test_loss`` when some run evaluated the test set per
+    epoch (both pairs for a mix; the test pair when no run logged either yet)."""
+    logged = {key for run in runs for records in run.metrics.values() for r in records
+              for key in r}
+    keys = [k for pair in (HELDOUT_KEYS, TEST_KEYS) if logged & set(pair) for k in pair]
+    return keys or list(TEST_KEYS)
+
+
 def analyze_curves(run_dirs: Sequence[str | Path], out_dir: str | Path,
-                   keys: Sequence[str] = ("test_acc", "test_loss"), ddof: int = 1,
+                   keys: Sequence[str] | None = None, ddof: int = 1,
                    labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Convergence curves of several runs on one plot (MPBN Fig. 2), plus ``curves.json``/csv.
 
     Args:
         run_dirs: Run directories (``mpbn train`` outputs).
         out_dir: Where ``curves.png``, ``curves.svg``, ``curves.json`` and ``curves.csv`` go.
-        keys: Metrics to plot, one panel each.
+        keys: Metrics to plot, one panel each; ``None``: :func:`default_keys` (the held-out
+            split's accuracy and loss for held-out runs, the test set's otherwise).
         ddof: Std degrees of freedom over seeds.
         labels: Legend labels (default: run names).
+
+    Returns:
+        ``{"curves": {label: {key: aggregate_curve(...)}}, "keys": [...], "files": [...]}``.
     """
     runs = [load_run(d) for d in run_dirs]
+    keys = list(keys) if keys else default_keys(runs)
     names = list(labels) if labels else _unique_names(runs)
     curves = {name: run_curves(run, keys, ddof) for name, run in zip(names, runs, strict=True)}
     out = Path(out_dir)
@@ -112,7 +147,7 @@ def analyze_curves(run_dirs: Sequence[str | Path], out_dir: str | Path,
             for e, m, s in zip(c["epoch"], c["mean"], c["std"], strict=True)]
     write_csv(rows, out / "curves.csv")
     write_json(curves, out / "curves.json")
-    return {"curves": curves, "files": [str(p) for p in files]}
+    return {"curves": curves, "keys": keys, "files": [str(p) for p in files]}
 
 
 def _unique_names(runs: Sequence[Run]) -> list[str]:

@@ -5,6 +5,7 @@ Layout (see :mod:`mpbn.engine`)::
     RUN_DIR/config.json
     RUN_DIR/summary.json                 {"name", "config", "seeds", "final_test_acc", ...}
     RUN_DIR/seed_<s>/metrics.jsonl       one JSON object per epoch
+    RUN_DIR/seed_<s>/result.json         the seed's final numbers, once it finished
     RUN_DIR/seed_<s>/last.pt, best.pt    {"model": state_dict, "config": dict, ...}
 
 Models are rebuilt by the engine's one loader, :func:`mpbn.engine.loading.load_model`.
@@ -36,6 +37,8 @@ class Run:
         summary: ``summary.json`` (``{}`` when missing).
         metrics: ``{seed: [epoch records]}`` from every ``seed_<s>/metrics.jsonl``.
         checkpoints: ``{seed: path}`` of the checkpoint to analyse (``last.pt``, else ``best.pt``).
+        results: ``{seed: result.json}`` of the seeds that finished (``summary.json`` is only
+            written once every seed has).
     """
 
     path: Path
@@ -44,6 +47,7 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     checkpoints: dict[int, Path] = field(default_factory=dict)
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -107,6 +111,12 @@ def load_run(run_dir: str | Path, prefer: str = "last") -> Run:
             continue
         if (seed_dir / "metrics.jsonl").is_file():
             run.metrics[seed] = read_metrics(seed_dir / "metrics.jsonl")
+        result = seed_dir / "result.json"
+        if result.is_file():
+            try:
+                run.results[seed] = json.loads(result.read_text())
+            except json.JSONDecodeError:  # written atomically by the engine; a stray copy
+                pass
         ckpt = find_checkpoint(seed_dir, prefer)
         if ckpt is not None:
             run.checkpoints[seed] = ckpt

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from mpbn.analysis.curves import ACC_SCALE, analyze_curves
+from mpbn.analysis.compare import (
+    comparison_table,
+    has_holdout,
+    mean_std_text,
+    seed_records,
+    seed_values,
+    seeds_table,
+)
+from mpbn.analysis.curves import ACC_SCALE, HELDOUT_KEYS, analyze_curves
 from mpbn.analysis.energy import E_AC_PJ, E_MAC_PJ, analyze_energy
 from mpbn.analysis.fold_report import analyze_fold
 from mpbn.analysis.gamma import analyze_early_exit, analyze_gamma
@@ -26,7 +34,8 @@ from mpbn.analysis.landscape import analyze_landscape
 from mpbn.analysis.robustness import analyze_robustness
 from mpbn.analysis.spikes import analyze_spikes
 
-__all__ = ["SECTIONS", "ReportOptions", "results_table", "mean_std_text", "build_report"]
+__all__ = ["SECTIONS", "ReportOptions", "results_table", "heldout_results_table",
+           "mean_std_text", "build_report"]
 
 SECTIONS = ("curves", "landscape", "spikes", "energy", "gamma", "early-exit", "robustness",
             "fold")
@@ -52,37 +61,25 @@ class ReportOptions:
     sections: Sequence[str] = SECTIONS
     #: Config overrides for rebuilding models and loading data, e.g. ``{"data.root": DIR}``.
     overrides: dict[str, Any] = field(default_factory=dict)
-
-
-def mean_std_text(values: Sequence[float] | None, ddof: int = 1, scale: float = 1.0) -> str:
-    """``"mean ± std"`` of ``values * scale``, two decimals (``"-"`` when empty, no ``±`` for
-    one value); ``ddof=1`` is the sample std, as ``summary.json``'s ``std``."""
-    vals = [float(v) * scale for v in (values or []) if v is not None]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=ddof):.2f}"
+    #: Add a comparison of every run against the first (the baseline): final test accuracy
+    #: mean ± std and the difference with a Welch interval, and a per-seed table.
+    compare: bool = False
 
 
 def _final_accs(run: Run, key: str) -> list[float]:
-    summary_key = {"final": "final_test_acc", "best": "best_test_acc",
-                   "folded": "folded_test_acc"}[key]
-    if run.summary.get(summary_key):
-        return [v for v in run.summary[summary_key] if v is not None]
-    if key == "folded":
-        return []
-    # No summary (run still going or killed): last / best epoch of each seed's metrics.
-    accs = []
-    for records in run.metrics.values():
-        values = [r["test_acc"] for r in records if r.get("test_acc") is not None]
-        if values:
-            accs.append(values[-1] if key == "final" else max(values))
-    return accs
+    """Per-seed test accuracies: ``final``, ``best`` (best epoch; runs without a held-out split
+    only) or ``folded``; see :func:`mpbn.analysis.compare.seed_values` for seeds still training."""
+    return seed_values(run, {"final": "final_test_acc", "best": "best_test_acc",
+                             "folded": "folded_test_acc"}[key])
 
 
 def results_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
-    """Markdown table: one row per run, test accuracy (%) mean ± std over seeds."""
+    """Markdown table: one row per run, test accuracy (%) mean ± std over seeds.
+
+    When some run has a held-out split, the table is :func:`heldout_results_table` instead.
+    """
+    if any(has_holdout(run) for run in runs):
+        return heldout_results_table(runs, labels)
     lines = ["| run | model | norm | MPBN | T | dataset | seeds | final acc (%) | best acc (%) "
              "| folded acc (%) |", "|" + " --- |" * 10]
     for run, label in zip(runs, labels, strict=True):
@@ -95,6 +92,29 @@ def results_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
             f"{seeds} | {mean_std_text(_final_accs(run, 'final'), scale=ACC_SCALE)} | "
             f"{mean_std_text(_final_accs(run, 'best'), scale=ACC_SCALE)} | "
             f"{mean_std_text(_final_accs(run, 'folded'), scale=ACC_SCALE)} |")
+    return "\n".join(lines)
+
+
+def heldout_results_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
+    """Markdown table for runs with a held-out split: the final model's test accuracy (the
+    test set looked at once), the held-out accuracy after the last and at the best epoch,
+    flip test-time augmentation in its own column, the folded model and its spike mismatch."""
+    lines = ["| run | model | norm | MPBN | T | dataset | seeds | test acc (%) | "
+             "held-out acc, final (%) | held-out acc, best epoch (%) | "
+             "test acc, flip TTA (%) | folded test acc (%) | spike mismatch |",
+             "|" + " --- |" * 13]
+    for run, label in zip(runs, labels, strict=True):
+        model, data = run.config.get("model") or {}, run.config.get("data") or {}
+        seeds = len([r for r in seed_records(run).values() if r.finished]) or "-"
+        mismatch = seed_values(run, "spike_mismatch")
+        lines.append(
+            f"| {label} | {model.get('name', '-')} | {model.get('norm', '-')} | "
+            f"{model.get('mpbn') or 'none'} | {model.get('timesteps', '-')} | "
+            f"{data.get('name', '-')} | {seeds} | "
+            + " | ".join(mean_std_text(seed_values(run, key), scale=ACC_SCALE) for key in (
+                "final_test_acc", "final_val_acc", "best_val_acc", "test_acc_flip",
+                "folded_test_acc"))
+            + f" | {', '.join(str(int(m)) for m in mismatch) or '-'} |")
     return "\n".join(lines)
 
 
@@ -163,17 +183,33 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     page = _Page(out)
     page.add("# SNN analysis report", "",
              "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "",
-             "## Results", "",
-             "Test accuracy in %, mean ± std (sample std) over seeds; *folded* is the "
-             "model with MPBN folded into thresholds (MPBN Sec. 4.2).", "",
-             results_table(runs, labels), "")
+             "## Results", "")
+    if any(has_holdout(r) for r in runs):
+        page.add("Accuracy in %, mean ± std (sample std) over finished seeds. *test* is the "
+                 "official test set, evaluated once with the final model; *held-out* is the "
+                 "validation split taken out of the training set, on which every epoch was "
+                 "measured; *flip TTA* is the test accuracy with horizontal-flip test-time "
+                 "augmentation, reported apart; *folded* is the model with MPBN folded into "
+                 "thresholds (MPBN Sec. 4.2), on the test set; spike mismatch: per seed, "
+                 "spikes that differ between the folded and unfolded model.", "")
+    else:
+        page.add("Test accuracy in %, mean ± std (sample std) over seeds; *folded* is the "
+                 "model with MPBN folded into thresholds (MPBN Sec. 4.2).", "")
+    page.add(results_table(runs, labels), "")
+    if opts.compare and len(runs) > 1:
+        _comparison(page, runs, labels)
     wanted = set(opts.sections)
 
     if "curves" in wanted:
         def curves() -> None:
             res = analyze_curves([r.path for r in runs], images, labels=labels)
-            page.add("Test accuracy and loss per epoch (MPBN Fig. 2); bands: ±1 std over "
-                     "seeds.", "")
+            heldout = set(HELDOUT_KEYS) <= set(res["keys"])
+            split = ("Held-out accuracy and loss per epoch (the validation split taken out of "
+                     "the training set; the test set is not looked at during training)"
+                     if heldout else "Test accuracy and loss per epoch")
+            if heldout and len(res["keys"]) > len(HELDOUT_KEYS):
+                split += "; runs without a held-out split: test accuracy and loss per epoch"
+            page.add(f"{split} (MPBN Fig. 2); bands: ±1 std over seeds.", "")
             page.image(_png(res["files"]), "convergence curves")
         _section(page, "Convergence", curves)
 
@@ -306,6 +342,23 @@ def _model_sections(page: _Page, models: dict[str, nn.Module], x: Tensor, y: Ten
             if not any_mpbn:
                 page.note("No model has MPBN neurons: fold report skipped.")
         _section(page, "MPBN fold report", fold_section)
+
+
+def _comparison(page: _Page, runs: Sequence[Run], labels: Sequence[str]) -> None:
+    pairs = [(labels[0], runs[0], label, run)
+             for run, label in zip(runs[1:], labels[1:], strict=True)]
+    page.add("## Comparison with the baseline", "",
+             f"Final test accuracy, variant − baseline (`{labels[0]}`), over the finished "
+             "seeds: mean ± sample std (n seeds) of each run, the difference in points and its "
+             "95% confidence interval by Welch's t (unequal variances, Welch–Satterthwaite "
+             "degrees of freedom).", "",
+             comparison_table(pairs), "",
+             "Spike rate (spikes per neuron and step, measured in the last epoch's evaluation "
+             "on the held-out split, or on the test set for runs without one), the same way:",
+             "", comparison_table(pairs, key="spike_rate"), "",
+             "Per seed (train time is the seed's training time in minutes, summed over "
+             "resumes; the commit is the code that trained it):", "",
+             seeds_table(runs, labels), "")
 
 
 def _sample(loaded: dict[str, tuple[nn.Module, dict[str, Any]]], page: _Page,
