@@ -13,7 +13,7 @@ from mpbn.layers.norm import (
     create_norm,
 )
 from mpbn.layers.recording import SpikeRecord, record_spikes
-from mpbn.layers.sequence import ConvNorm, IntegratingClassifier, PerStep
+from mpbn.layers.sequence import ConvNorm, DirectEncoding, IntegratingClassifier, PerStep
 from mpbn.layers.sync import convert_sync_norms, revert_sync_norms
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "NORMS",
     "BatchNormThroughTime",
     "ConvNorm",
+    "DirectEncoding",
     "FoldWarning",
     "IntegratingClassifier",
     "MembraneBN",

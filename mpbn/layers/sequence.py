@@ -8,7 +8,9 @@ layer (one call for all steps, not ``T``) and unfold it again:
 - :class:`ConvNorm`: a conv or linear layer and the norm on its output (the unit that
   :func:`mpbn.fold` folds into the conv's weights);
 - :class:`PerStep`: any stateless module (pooling, flatten, dropout) at every step;
-- :class:`IntegratingClassifier`: the non-firing output layer (MPBN Eq. 3).
+- :class:`IntegratingClassifier`: the non-firing output layer (MPBN Eq. 3);
+- :class:`DirectEncoding`: a static batch ``[B, C, H, W]`` (what the loaders of image sets
+  yield) repeated over ``T`` steps, as the first module of a model of one's own.
 
 A user model is then ``ConvNorm -> LIF -> PerStep(pool) -> ... -> IntegratingClassifier``::
 
@@ -25,6 +27,7 @@ A user model is then ``ConvNorm -> LIF -> PerStep(pool) -> ... -> IntegratingCla
         IntegratingClassifier(nn.Linear(32, 10), pool="avg"),
     )
     logits = net(x.expand(4, *x.shape))  # direct encoding: [T=4, B, 3, H, W] -> [B, 10]
+    logits = nn.Sequential(DirectEncoding(4), *net)(x)  # the same, from [B, 3, H, W]
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from mpbn.functional.encoding import direct_encode
 from mpbn.functional.spike_ops import spike_conv, spike_linear, spike_ops_apply
 from mpbn.layers.norm import SeqLayerNorm, SeqNorm
 
-__all__ = ["ConvNorm", "PerStep", "IntegratingClassifier"]
+__all__ = ["ConvNorm", "DirectEncoding", "PerStep", "IntegratingClassifier"]
 
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -193,3 +197,37 @@ class IntegratingClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pool={self.pool}"
+
+
+class DirectEncoding(nn.Module):
+    """Direct encoding as a module: the static batch ``x`` at every one of ``timesteps`` steps.
+
+    The first module of a model of one's own that trains on image sets, whose loaders yield
+    ``[B, C, H, W]`` (MPBN Sec. 5 feeds the image to the first conv at every step):
+    ``nn.Sequential(DirectEncoding(T), ConvNorm(...), LIF(...), ...)``. The output is
+    :func:`mpbn.functional.encoding.direct_encode`'s expanded view (no copy); the following
+    conv then runs ``T`` times on the same image, where the zoo's models run it once
+    (:meth:`ConvNorm.forward_static`), which only costs time. A NIR graph of such a model
+    starts after this module: its input is the image at every step (``mpbn fold --nir``).
+
+    Args:
+        timesteps: Number of steps ``T``.
+
+    Shape:
+        ``[B, ...] -> [T, B, ...]``.
+
+    Raises:
+        ValueError: ``timesteps`` is not a positive int.
+    """
+
+    def __init__(self, timesteps: int) -> None:
+        super().__init__()
+        if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+            raise ValueError(f"DirectEncoding needs a positive int timesteps, got {timesteps!r}")
+        self.timesteps = timesteps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return direct_encode(x, self.timesteps)
+
+    def extra_repr(self) -> str:
+        return f"timesteps={self.timesteps}"
