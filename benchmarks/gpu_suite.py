@@ -462,6 +462,7 @@ def stage_correctness(ctx: Context, clock: StageClock, result: StageResult) -> N
             setattr(torch._dynamo.config, key, max(getattr(torch._dynamo.config, key), 4096))
 
     records = []
+    known: dict[str, list[str]] = {}
     # Cost priors for the first case of a path: the Triton JIT or Inductor compiles dominate.
     priors = {"triton": 30.0, "eager": 2.0, "compiled": 60.0 if device.type == "cuda" else 40.0}
     recent: dict[str, list[float]] = {}
@@ -489,8 +490,10 @@ def stage_correctness(ctx: Context, clock: StageClock, result: StageResult) -> N
             for backend, res in outcome.items():
                 records.append({"pass": pass_name, "backend": backend,
                                 **gc_.case_record(case), **res})
-                if res["status"] != "pass":
+                if res["status"] == "fail":
                     result.fail(f"{backend} {case.label()}: " + "; ".join(res["problems"]))
+                elif res["status"] == "known":
+                    known.setdefault(res["problems"][-1], []).append(f"{backend} {case.label()}")
         print(f"  {pass_name}: {ran} of {len(cases)} cases run", flush=True)
         result.data.setdefault("passes", []).append(
             {"pass": pass_name, "cases": len(cases), "run": ran, "backends": backends})
@@ -500,12 +503,19 @@ def stage_correctness(ctx: Context, clock: StageClock, result: StageResult) -> N
     for r in records:
         norm = f"{r['norm']}-" + (("train" if r["training"] else "eval") if r["norm"] != "none"
                                   else ("scalar V_th" if r["training"] else "channel V_th"))
-        counts = summary.setdefault((r["backend"], norm, r["dtype"]), [0, 0])
-        counts[0 if r["status"] == "pass" else 1] += 1
-    table = Table("correctness: fused paths vs the reference step (cases passed / failed)",
-                  ["path", "membrane norm", "input", "passed", "failed", "result"])
-    for (backend, norm, dtype), (ok, bad) in sorted(summary.items()):
-        table.rows.append([backend, norm, dtype, ok, bad, "PASS" if bad == 0 else "FAIL"])
+        counts = summary.setdefault((r["backend"], norm, r["dtype"]), [0, 0, 0])
+        counts[{"pass": 0, "fail": 1, "known": 2}[r["status"]]] += 1
+    table = Table("correctness: fused paths vs the reference step (cases passed / failed / "
+                  "known deviations)",
+                  ["path", "membrane norm", "input", "passed", "failed", "known", "result"])
+    for (backend, norm, dtype), (ok, bad, old) in sorted(summary.items()):
+        table.rows.append([backend, norm, dtype, ok, bad, old, "PASS" if bad == 0 else "FAIL"])
+    for text, labels in known.items():
+        result.notes.append(f"{len(labels)} cases: {text} (e.g. {labels[0]})")
+    jumps = sum(1 for r in records if r.get("outliers_at_surrogate_jump"))
+    if jumps:
+        table.notes.append(f"{jumps} passing cases had a few gradient elements at a surrogate "
+                           "jump (allowed, listed in the JSON)")
     table.notes.append("spikes exact; gradients within 2 x the reference's float64 error + 1e-5; "
                        "running statistics as tests/functional/test_fused.py compares them")
     for entry in result.data["passes"]:

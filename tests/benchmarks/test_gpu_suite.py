@@ -44,7 +44,8 @@ def test_rehearsal_runs_every_stage_and_records_a_failing_one(tmp_path: Path) ->
         assert stage["tables"], stage["name"]
     assert report["exit_code"] == 1 and report["rehearsal"]
     correctness = report["stages"][1]["data"]
-    assert correctness["cases"] and all(c["status"] == "pass" for c in correctness["cases"])
+    cases = correctness["cases"]
+    assert cases and all(c["status"] in ("pass", "known") for c in cases), cases
     # Targets are never claimed on CPU.
     markdown = (tmp_path / "gpu_suite.md").read_text()
     assert "n/a (CPU rehearsal)" in markdown
