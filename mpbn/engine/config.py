@@ -12,7 +12,7 @@ collide (the LIF leak ``model.neuron.decay`` vs ``optim.weight_decay``, SGD's
                                   neuron=NeuronConfig(decay, v_threshold, reset, surrogate,
                                                       alpha)),
                 data=DataConfig(name, root, ...), optim=OptimConfig(name, lr, ...),
-                run=RunConfig(seed, seeds, device, ...))
+                run=RunConfig(seed, seeds, device, ...), imports)
 
 Overrides name a field by its dotted path (``optim.lr``, ``model.neuron.decay``) or by a flat
 shorthand: the leaf name where it is unique (``lr``, ``epochs``, ``decay``), or one of the flat
@@ -224,6 +224,10 @@ class TrainConfig:
         data: Dataset, loaders, augmentation.
         optim: Optimizer, schedule, loss.
         run: Seeds, device, execution.
+        imports: Code of one's own imported before the model and data are built: module names
+            or paths of .py files (``mpbn train --import``) whose ``@register_model`` and
+            ``@mpbn.data.registry.register`` make their names valid ``model.name`` and
+            ``data.name`` values; checkpoints rebuild from them (docs/OWN_MODEL.md).
     """
 
     name: str = "default"
@@ -233,6 +237,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # Where code is found, not what it computes: a moved file may be given anew on --resume.
+    imports: list[str] = _runtime(default_factory=list)
 
     # ----------------------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
@@ -267,6 +273,9 @@ class TrainConfig:
             (r.grad_checkpointing >= 0, "run.grad_checkpointing must be >= 0 (units per "
              "checkpointed segment, 0: off)", r.grad_checkpointing),
             (r.log_interval >= 1, "run.log_interval must be >= 1", r.log_interval),
+            (isinstance(self.imports, list)
+             and all(isinstance(e, str) and e.strip() for e in self.imports),
+             "imports must be a list of module names or .py file paths", self.imports),
         ]
         for ok, message, value in checks:
             if not ok:
@@ -484,6 +493,8 @@ def _parse_value(key: str, text: str, annotation: Any) -> Any:
             return _finite(float(text))
         if annotation is str:
             return text
+        if origin is list and typing.get_args(annotation) == (str,):
+            return [v.strip() for v in text.split(",") if v.strip()]
         if origin is list:
             return [_finite(float(v)) for v in text.split(",") if v.strip()]
         if origin is dict:
@@ -496,6 +507,8 @@ def _parse_value(key: str, text: str, annotation: Any) -> Any:
     kind = getattr(annotation, "__name__", str(annotation))
     if annotation is float:
         kind = "a finite number (not nan or inf)"
+    elif origin is list and typing.get_args(annotation) == (str,):
+        kind = "comma-separated names"
     elif origin is list:
         kind = "comma-separated finite numbers"
     elif origin is dict:
