@@ -6,11 +6,24 @@ a folded deploy folder (``model.json`` + ``model.safetensors``, :mod:`mpbn.engin
 loads its weights. ``mpbn eval``/``fold``, the analyses and :func:`load_folded` all use it, so
 they build the same model with the same defaults. Old checkpoints with a flat config load too
 (:meth:`TrainConfig.from_dict` converts it).
+
+Models and datasets of one's own: :func:`import_user_code` imports a config's ``imports``
+(module names or ``.py`` files, ``mpbn train --import``) before anything is built, so the
+names they register are known; :func:`build_model` then passes the model's builder the
+arguments of :func:`create_kwargs` that its signature names (:func:`factory_kwargs`), and
+refuses to drop a setting the user changed. docs/OWN_MODEL.md is the worked example.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,10 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from mpbn.engine.checkpoint import CheckpointError, load_checkpoint, unwrapped_name
-from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides
+from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides, flatten
 
-__all__ = ["DataShape", "LoadedModel", "build_model", "create_kwargs", "load_model",
-           "load_state_or_explain", "data_shape_of"]
+__all__ = ["DataShape", "LoadedModel", "build_model", "create_kwargs", "factory_kwargs",
+           "load_model", "load_state_or_explain", "data_shape_of", "import_user_code",
+           "resolve_imports", "user_code_source", "dataset_source", "builder_arguments"]
 
 
 class DataShape(NamedTuple):
@@ -56,15 +70,218 @@ def create_kwargs(cfg: TrainConfig, info: Any) -> dict[str, Any]:
     return kwargs
 
 
-def build_model(cfg: TrainConfig, info: Any) -> nn.Module:
-    """``mpbn.models.create`` with the config's architecture and the dataset's shapes."""
-    from mpbn import models
+# ------------------------------------------------------------------------------------------
+# code of one's own: the config's imports
 
-    model = models.create(cfg.model.name, **create_kwargs(cfg, info))
+
+#: Module name -> the ``imports`` entry that brought it in (run headers name it).
+_ENTRY_OF_MODULE: dict[str, str] = {}
+#: Dataset name -> the ``imports`` entry whose import registered it.
+_ENTRY_OF_DATASET: dict[str, str] = {}
+#: Resolved ``.py`` path -> module name, so each file runs once per process.
+_IMPORTED_FILES: dict[Path, str] = {}
+
+
+def _is_file_entry(entry: str) -> bool:
+    return entry.endswith(".py") or "/" in entry or os.sep in entry
+
+
+def resolve_imports(entries: Iterable[str]) -> list[str]:
+    """``imports`` entries as a config should record them: ``.py`` paths made absolute (so a
+    checkpoint rebuilds from any folder), module names as given."""
+    return [str(Path(e).expanduser().resolve()) if _is_file_entry(e) else e
+            for e in (e.strip() for e in entries)]
+
+
+def _user_frame(error: BaseException, filename: str | None) -> str:
+    """`` (FILE line N)`` of the deepest frame of ``error`` in ``filename`` (else the last)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if isinstance(error, SyntaxError) and error.filename:
+        return f" ({error.filename} line {error.lineno})"
+    mine = [f for f in frames if filename is not None and f.filename == filename]
+    frame = (mine or frames or [None])[-1]
+    return "" if frame is None else f" ({frame.filename} line {frame.lineno})"
+
+
+def _import_file(entry: str) -> str:
+    path = Path(entry).expanduser().resolve()
+    if path in _IMPORTED_FILES:
+        return _IMPORTED_FILES[path]
+    if not path.is_file():
+        where = "" if Path(entry).expanduser().is_absolute() else f" (from {Path.cwd()})"
+        raise ConfigError(f"cannot import {entry!r}: no such file{where}; give the path of "
+                          "the .py file with --import PATH")
+    name = path.stem
+    if not name.isidentifier():
+        raise ConfigError(f"cannot import {entry!r}: {name!r} is not a Python module name; "
+                          "rename the file (letters, digits, underscores)")
+    taken = sys.modules.get(name)
+    taken_file = getattr(taken, "__file__", None)
+    if taken_file is not None and Path(taken_file).resolve() == path:
+        _IMPORTED_FILES[path] = name  # imported already (`import my_snn` in one's script)
+        return name
+    if taken is not None and name not in _IMPORTED_FILES.values():
+        raise ConfigError(f"cannot import {entry!r}: its module name {name!r} is taken by "
+                          f"{taken_file or 'a built-in module'}; "
+                          "rename the file")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as `import name` would (dataclasses, pickling need it)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        sys.modules.pop(name, None)
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(f"cannot import {entry!r}: {type(error).__name__}: {first}"
+                          f"{_user_frame(error, str(path))}") from error
+    for old in [p for p, n in _IMPORTED_FILES.items() if n == name]:
+        del _IMPORTED_FILES[old]  # the same module name from another file: the newer wins
+    _IMPORTED_FILES[path] = name
+    return name
+
+
+def _import_module(entry: str) -> str:
+    try:
+        try:
+            importlib.import_module(entry)
+        except ModuleNotFoundError as error:
+            # Like uvicorn's --app-dir default: a module in the current folder is found too
+            # (the `mpbn` script's sys.path does not hold it, `python -m` does).
+            top, cwd = entry.split(".")[0], os.getcwd()
+            if error.name != top or cwd in sys.path:
+                raise
+            sys.path.append(cwd)
+            importlib.import_module(entry)
+    except ModuleNotFoundError as error:
+        if error.name is not None and entry.startswith(error.name):
+            raise ConfigError(f"cannot import {entry!r}: no module named {error.name!r} "
+                              "(install it, put its folder on PYTHONPATH, or give the path of "
+                              "a .py file)") from error
+        raise ConfigError(f"cannot import {entry!r}: {type(error).__name__}: {error}"
+                          f"{_user_frame(error, None)}") from error
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(f"cannot import {entry!r}: {type(error).__name__}: {first}"
+                          f"{_user_frame(error, None)}") from error
+    return entry
+
+
+def import_user_code(entries: Iterable[str]) -> None:
+    """Import each module name or ``.py`` file of a config's ``imports``, once per process.
+
+    Their ``@mpbn.models.register_model`` and ``@mpbn.data.registry.register(...)`` decorators
+    run, so the names they register are valid ``model.name``/``data.name`` values. A file is
+    imported as the module named by its stem (``my_snn.py`` -> ``my_snn``); relative paths are
+    relative to the current folder. A module name is imported normally, the current folder
+    being searched last.
+
+    Raises:
+        ConfigError: An entry that cannot be imported, in one line naming it and why (no such
+            file or module, or the exception its code raised with the file and line).
+    """
+    from mpbn.data import list_datasets
+
+    for entry in entries:
+        before = set(list_datasets())
+        name = _import_file(entry) if _is_file_entry(entry) else _import_module(entry)
+        _ENTRY_OF_MODULE[name] = entry
+        _ENTRY_OF_DATASET.update({d: entry for d in set(list_datasets()) - before})
+
+
+def user_code_source(builder: Callable[..., Any]) -> str | None:
+    """Where a registered model builder comes from: the ``imports`` entry that defined it, its
+    module (registered by one's own script), or None for mpbn's own."""
+    module = getattr(builder, "__module__", "") or ""
+    if module == "mpbn" or module.startswith("mpbn."):
+        return None
+    return _ENTRY_OF_MODULE.get(module) or _ENTRY_OF_MODULE.get(module.split(".")[0]) or module
+
+
+def dataset_source(name: str) -> str | None:
+    """The ``imports`` entry that registered dataset ``name``, or None (mpbn's own, or one
+    registered without ``imports``)."""
+    return _ENTRY_OF_DATASET.get(name.lower())
+
+
+# ------------------------------------------------------------------------------------------
+# config -> model
+
+
+#: The config path of each :func:`create_kwargs` argument that a user can set; the others
+#: (``num_classes``, ``in_channels``, ``input_size``) are the dataset's shapes.
+_SETTING_OF: dict[str, str] = {
+    "timesteps": "model.timesteps", "norm": "model.norm", "mpbn": "model.mpbn",
+    "encoding": "model.encoding", "decay": "model.neuron.decay",
+    "v_threshold": "model.neuron.v_threshold", "reset": "model.neuron.reset",
+    "surrogate": "model.neuron.surrogate", "alpha": "model.neuron.alpha",
+}
+
+
+def builder_arguments(builder: Callable[..., Any]) -> set[str] | None:
+    """The keyword arguments ``builder`` names, or None when it takes ``**kwargs`` (all)."""
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def factory_kwargs(cfg: TrainConfig, info: Any) -> dict[str, Any]:
+    """:func:`create_kwargs` cut to what the model's builder accepts.
+
+    A builder with ``**kwargs`` (the zoo's) gets every argument. Otherwise those its
+    signature does not name are left out, but only where nothing is lost: the dataset's
+    shapes, and settings at the :class:`TrainConfig` default. A ``model.kwargs`` entry or a
+    changed setting (``--set model.mpbn=element``) the builder cannot take is an error.
+
+    Raises:
+        ConfigError: One line naming the builder, the argument and the setting.
+    """
+    from mpbn.models._registry import model_builder
+
+    kwargs = create_kwargs(cfg, info)
+    builder = model_builder(cfg.model.name)
+    accepted = builder_arguments(builder)
+    if accepted is None:
+        return kwargs
+    values, defaults = flatten(cfg.to_dict()), flatten(TrainConfig().to_dict())
+    where = user_code_source(builder)
+    label = f"model {cfg.model.name!r}" + (f" ({where})" if where else "")
+    for key in [k for k in kwargs if k not in accepted]:
+        if key in cfg.model.kwargs:
+            raise ConfigError(f"{label} takes no argument {key!r}, given in model.kwargs; "
+                              f"it takes: {', '.join(sorted(accepted)) or 'nothing'}")
+        path = _SETTING_OF.get(key)
+        if path is not None and values[path] != defaults[path]:
+            raise ConfigError(f"{label} takes no argument {key!r}, so {path}="
+                              f"{values[path]} would be ignored; add {key!r} to its signature "
+                              f"(or **kwargs), or leave {path} at {defaults[path]}")
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def build_model(cfg: TrainConfig, info: Any) -> nn.Module:
+    """The config's model for a dataset's shapes, after the config's ``imports`` ran.
+
+    The builder is called with :func:`factory_kwargs` (for the zoo: every argument of
+    :func:`create_kwargs`, as ``mpbn.models.create`` takes them).
+    """
+    import_user_code(cfg.imports)
+    model = _call_builder(cfg, factory_kwargs(cfg, info))
     if cfg.run.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise ConfigError(f"model {cfg.model.name!r} does not support grad_checkpointing")
         model.set_grad_checkpointing(every=cfg.run.grad_checkpointing)
+    return model
+
+
+def _call_builder(cfg: TrainConfig, kwargs: dict[str, Any]) -> nn.Module:
+    from mpbn.models._registry import model_builder
+
+    builder = model_builder(cfg.model.name)
+    model = builder(**kwargs)
+    if not isinstance(model, nn.Module):
+        where = user_code_source(builder)
+        raise ConfigError(f"model {cfg.model.name!r}{f' ({where})' if where else ''} returned "
+                          f"a {type(model).__name__}, not an nn.Module")
     return model
 
 
@@ -100,7 +317,10 @@ def _config_of(saved: Any, path: Path, overrides: dict[str, Any] | None) -> Trai
         cfg = TrainConfig.from_dict(saved)
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path} has an unusable config: {error}") from None
-    return apply_overrides(cfg, overrides) if overrides else cfg
+    cfg = apply_overrides(cfg, overrides) if overrides else cfg
+    # Before the data shapes are read: a dataset of one's own is registered by these too.
+    import_user_code(cfg.imports)
+    return cfg
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
@@ -112,11 +332,12 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
             written by :func:`mpbn.engine.deploy.export_folded` (the folded model).
         device: Where the model is put.
         overrides: Config overrides (paths or flat names, :func:`apply_overrides`), e.g. the
-            data root of another machine.
+            data root of another machine, or ``imports`` (code of one's own that moved).
 
     Raises:
         CheckpointError: Missing, corrupt or foreign file, or weights of another model (one
             line naming the file).
+        ConfigError: The config's ``imports`` cannot be imported (one line naming the entry).
     """
     path = Path(checkpoint)
     if path.is_dir():

@@ -160,15 +160,25 @@ def run(cfg: TrainConfig, options: RunOptions | None = None) -> dict[str, Any] |
 
 
 def check_names(cfg: TrainConfig) -> None:
-    """One-line errors for an unknown model or dataset, before anything is written."""
+    """Import the config's ``imports`` (code of one's own), then one-line errors for an
+    unknown model or dataset, before anything is written."""
+    import difflib
+
     from mpbn.data import list_datasets
+    from mpbn.engine.loading import import_user_code
     from mpbn.models import list_models
 
-    if cfg.model.name not in list_models():
-        raise ConfigError(f"unknown model {cfg.model.name!r}; valid: {', '.join(list_models())}")
-    if cfg.data.name.lower() not in list_datasets():
-        raise ConfigError(f"unknown dataset {cfg.data.name!r}; valid: "
-                          f"{', '.join(list_datasets())}")
+    import_user_code(cfg.imports)
+    for kind, name, valid, decorator in (
+            ("model", cfg.model.name, list_models(), "@mpbn.models.register_model"),
+            ("dataset", cfg.data.name.lower(), list_datasets(),
+             '@mpbn.data.registry.register("NAME")')):
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}; for "
+                              f"one of your own, --import the .py file that registers it with "
+                              f"{decorator} (docs/OWN_MODEL.md)")
 
 
 def _plural(count: int, word: str) -> str:
@@ -182,7 +192,9 @@ def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
     the settings that differ from that preset (``--set``, flags, a resumed config).
     """
     from mpbn.engine.config import flatten
+    from mpbn.engine.loading import builder_arguments, dataset_source, user_code_source
     from mpbn.engine.presets import PRESETS, get_preset
+    from mpbn.models._registry import model_builder
 
     m, d, o, r = cfg.model, cfg.data, cfg.optim, cfg.run
     lines = [f"run {cfg.name}"]
@@ -198,12 +210,22 @@ def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
     if d.holdout is not None:
         subsets.insert(0, f"{d.holdout} training samples held out for validation, test set "
                           "evaluated once at the end")
-    data = d.name + (f" from {d.root}" if d.root is not None else "")
+    data = d.name + (f" (your dataset, from {source})" if (source := dataset_source(d.name))
+                     else "")
+    data += f" from {d.root}" if d.root is not None else ""
     data += f" ({', '.join(subsets)})" if subsets else " (full splits)"
     seeds = ", ".join(str(r.seed + i) for i in range(min(r.seeds, 5)))
     seeds += ", ..." if r.seeds > 5 else ""
+    # A model of one's own gets only the settings its builder names (factory_kwargs).
+    builder = model_builder(m.name)
+    takes = builder_arguments(builder)
+    model = ", ".join([m.name + (f" (your model, from {source})"
+                                 if (source := user_code_source(builder)) else ""),
+                       *(text for arg, text in (("norm", f"norm {m.norm}"), ("mpbn", mpbn_text),
+                                                ("timesteps", f"T={m.timesteps}"))
+                         if takes is None or arg in takes)])
     lines += [
-        f"  model      {m.name}, norm {m.norm}, {mpbn_text}, T={m.timesteps}",
+        f"  model      {model}",
         f"  data       {data}, batch {d.batch_size}",
         f"  training   {_plural(o.epochs, 'epoch')} x {_plural(r.seeds, 'seed')} ({seeds}), "
         f"{o.name} lr {o.lr}",

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["register_model", "create", "list_models", "is_model"]
+__all__ = ["register_model", "create", "list_models", "is_model", "model_builder"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -18,11 +18,20 @@ def register_model(fn: Builder) -> Builder:
     """Register a builder under its function name (decorator).
 
     The builder takes keyword arguments (``num_classes``, ``timesteps``, ``norm``, ``mpbn``,
-    ``neuron``, LIF keywords, and family-specific ones) and returns the model.
+    ``neuron``, LIF keywords, and family-specific ones) and returns the model. ``mpbn train``
+    passes a builder only the arguments its signature names, unless it takes ``**kwargs``
+    (:func:`mpbn.engine.loading.factory_kwargs`).
+
+    Registering a name again is an error, except for the same function of the same module
+    (a module imported anew, e.g. ``mpbn train --import`` of a file in a fresh folder): the
+    newer definition replaces the older.
     """
     name = fn.__name__
-    if name in _MODELS and _MODELS[name] is not fn:
-        raise ValueError(f"model {name!r} is already registered")
+    old = _MODELS.get(name)
+    if old is not None and old is not fn and (
+            (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__)):
+        raise ValueError(f"model {name!r} is already registered (by {old.__module__}); "
+                         "give the builder another name")
     _MODELS[name] = fn
     return fn
 
@@ -36,6 +45,17 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The function registered as ``name``.
+
+    Raises:
+        ValueError: Unknown model name (the message lists the registered names).
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
 def create(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model, e.g. ``create("resnet19", timesteps=2, mpbn="channel")``.
 
@@ -47,6 +67,4 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     Raises:
         ValueError: Unknown model name (the message lists the registered names), norm or mpbn.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    return model_builder(name)(**kwargs)
