@@ -269,7 +269,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="store_true",
                    help="compare every run with the first (the baseline): final test accuracy "
                    "mean ± std, the difference with a 95%% Welch interval, a per-seed table")
-    p.add_argument("--skip", nargs="+", metavar="SECTION",
+    p.add_argument("--skip", nargs="+", action="extend", metavar="SECTION",
                    help="sections to leave out: curves, landscape, spikes, energy, gamma, "
-                   "early-exit, robustness, fold")
+                   "early-exit, robustness, fold (may be given more than once)")
     p.set_defaults(func=_report)

@@ -229,10 +229,10 @@ def welch_ci(baseline: Sequence[float], variant: Sequence[float],
     out["diff"] = float(v.mean() - b.mean())
     if len(b) < 2 or len(v) < 2:
         return out
-    qb, qv = b.var(ddof=1) / len(b), v.var(ddof=1) / len(v)
+    qb, qv = float(b.var(ddof=1)) / len(b), float(v.var(ddof=1)) / len(v)
     se = math.sqrt(qb + qv)
     denom = qb * qb / (len(b) - 1) + qv * qv / (len(v) - 1)
-    df = (qb + qv) ** 2 / denom if denom > 0 else float(len(b) + len(v) - 2)
+    df = float((qb + qv) ** 2 / denom) if denom > 0 else float(len(b) + len(v) - 2)
     t = student_t_ppf(0.5 * (1.0 + level), df)
     out.update(se=se, df=df, t=t, low=out["diff"] - t * se, high=out["diff"] + t * se)
     return out
@@ -257,7 +257,7 @@ def compare_runs(baseline: Run, variant: Run, key: str = "final_test_acc",
         finished = {s: _value(r, key) for s, r in seed_records(run).items() if r.finished}
         finished = {s: v for s, v in finished.items() if v is not None}
         values = list(finished.values())
-        return {"name": run.name, "seeds": finished, "values": values,
+        return {"name": run.name, "seeds": list(finished), "values": values,
                 "mean": float(np.mean(values)) if values else None,
                 "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
 

@@ -85,7 +85,7 @@ def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: s
         ax.set_visible(False)
     for ax, key in zip(axes.flat, keys, strict=False):
         ylabel, title = CURVE_METRICS.get(key, (key, key))
-        for label, per_key in curves.items():
+        for i, (label, per_key) in enumerate(curves.items()):
             c = per_key.get(key)
             if not c or not c["epoch"]:
                 continue
@@ -93,10 +93,11 @@ def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: s
             if key.endswith("_acc"):
                 mean, std = mean * ACC_SCALE, std * ACC_SCALE
             seeds = f" ({c['n_seeds']} seeds)" if c["n_seeds"] > 1 else ""
-            line, = ax.plot(epochs, mean, label=f"{label}{seeds}")
+            color = f"C{i % 10}"  # a run keeps its colour in every panel
+            ax.plot(epochs, mean, label=f"{label}{seeds}", color=color)
             if c["n_seeds"] > 1:
-                ax.fill_between(epochs, mean - std, mean + std, alpha=0.25,
-                                color=line.get_color(), linewidth=0)
+                ax.fill_between(epochs, mean - std, mean + std, alpha=0.25, color=color,
+                                linewidth=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
