@@ -64,3 +64,24 @@ def test_a_bad_data_root_is_one_line(moved_run, tmp_path, capsys, make, message)
     err = capsys.readouterr().err
     assert err.startswith(f"mpbn: error: --data-root {tmp_path / 'root'} {message}")
     assert err.count("\n") == 1
+
+
+def test_heldout_run_whose_data_moved(tmp_path):
+    """A data.holdout run (issue 18's layout): report and landscape read the moved test set."""
+    from data.writers import write_cifar_folder
+
+    write_cifar_folder(tmp_path / "old" / "cifar-10-batches-py", per_file=20)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "old"),
+                 "--timesteps", "1", "--epochs", "1", "--quiet", "--set", "data.holdout=20",
+                 "--out", str(run)]) == 0
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    assert main(["analyze", "landscape", str(run), "-o", str(tmp_path / "l"), "--n-samples", "8",
+                 "--n-points", "3", "--data-root", str(tmp_path / "new")]) == 0
+    assert main(["report", str(run), "-o", str(tmp_path / "r"), "--n-samples", "8",
+                 "--data-root", str(tmp_path / "new"), "--skip", "landscape", "energy", "gamma",
+                 "early-exit", "robustness"]) == 0
+    text = (tmp_path / "r/report.md").read_text()
+    assert "test data unavailable" not in text and "Not available" not in text, text
+    assert "held-out acc, final (%)" in text and "Held-out accuracy and loss" in text
+    assert "spike mismatch folded vs unfolded" in text
