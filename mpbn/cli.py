@@ -1,9 +1,13 @@
 """The ``mpbn`` command: parses arguments and calls :mod:`mpbn.engine`. Nothing else lives here.
 
     mpbn train [PRESET] [--set path=value ...] [--epochs N --lr X ...] [--seeds N] [--out DIR]
+               [--import MODULE_OR_FILE.py ...]
     mpbn presets [-v]
     mpbn eval CKPT|RUN_DIR
     mpbn fold CKPT|RUN_DIR -o OUT_DIR [--nir [--nir-target nir|snntorch|norse]]
+
+``--import`` brings a model or dataset of one's own (docs/OWN_MODEL.md): the config records
+it, and ``eval``/``fold``/``--resume`` import it again (``--import`` there replaces it).
 
 Bad input prints ``mpbn: error: ...`` (one line, what was wrong and what is valid) and exits
 with status 2; a diverged run exits with status 1. ``MPBN_DEBUG=1`` shows tracebacks instead.
@@ -46,6 +50,27 @@ _SWITCHES: list[tuple[str, str, str]] = [
     ("--sync-norm", "sync_norm", "synchronize norm and MPBN statistics across DDP ranks"),
     ("--download", "download", "download missing dataset files"),
 ]
+
+
+def _add_import_flag(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--import", dest="imports", action="append", default=None,
+                        metavar="MODULE_OR_FILE.py", help=text)
+
+
+_IMPORT_HELP = ("import a module or .py file of your own first: the models and datasets it "
+                "registers (@mpbn.models.register_model, @mpbn.data.registry.register) become "
+                "valid model.name / data.name values; may repeat; recorded in the run's config "
+                "(docs/OWN_MODEL.md)")
+_REIMPORT_HELP = ("a module or .py file of your own to import instead of those the run "
+                  "recorded (e.g. the file moved); may repeat")
+
+
+def _import_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"imports": [...]}`` for ``--import`` (files as absolute paths), else ``{}``."""
+    from mpbn.engine.loading import resolve_imports
+
+    imports = getattr(args, "imports", None)
+    return {"imports": resolve_imports(imports)} if imports else {}
 
 
 def _choices_text(path: str) -> str:
@@ -93,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     train.add_argument("--stop-after", type=int, default=None, metavar="N",
                        help="stop after N epochs in this invocation (continue with --resume)")
+    _add_import_flag(train, _IMPORT_HELP)
 
     presets = sub.add_parser("presets", help="list the experiment presets")
     presets.add_argument("-v", "--verbose", action="store_true",
@@ -106,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", nargs="+", action="extend", default=[],
                           metavar="PATH=VALUE",
                           help="override data fields (e.g. data.test_subset=1000); may repeat")
+    _add_import_flag(evaluate, _REIMPORT_HELP)
 
     fold = sub.add_parser("fold", help="write the folded deploy model of a checkpoint")
     fold.add_argument("checkpoint", help="checkpoint file or run folder (its seed's last.pt)")
@@ -114,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("--nir", action="store_true", help="also export NIR (needs mpbn.export)")
     fold.add_argument("--nir-target", default="nir", choices=("nir", "snntorch", "norse"),
                       help="the NIR importer the graph is written for (docs/MODELS.md)")
+    _add_import_flag(fold, _REIMPORT_HELP)
 
     try:  # analysis commands plug in here when that package is present
         from mpbn.analysis.cli import register
@@ -138,7 +166,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     flags += [f"{dest}=true" for _, dest, _ in _SWITCHES if getattr(args, dest)]
     if args.fold is False:
         flags.append("fold=false")
-    overrides = {**parse_set(args.set), **parse_set(flags)}
+    overrides = {**parse_set(args.set), **parse_set(flags), **_import_overrides(args)}
     if args.resume and args.preset is None:
         # Resuming without a preset continues exactly the saved configuration.
         import json
@@ -279,7 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mpbn.engine.loading import load_model
     from mpbn.engine.train import build_loaders, fold_and_evaluate
 
-    overrides = parse_set(args.set)
+    overrides = {**parse_set(args.set), **_import_overrides(args)}
     if args.data_root is not None:
         overrides["data.root"] = args.data_root
     device = pick_device(args.device, 0)
@@ -298,6 +326,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nir_model(folded: Any, data_info: dict[str, Any]) -> tuple[Any, tuple[int, ...] | None]:
+    """What ``to_nir`` walks and its ``input_shape``: a zoo model as it is; a model of one's
+    own with the per-step sample shape, and from after a leading ``DirectEncoding`` (the
+    graph's input is then the image at every step, as for the zoo's direct encoding)."""
+    from torch import nn
+
+    from mpbn.layers import DirectEncoding
+    from mpbn.models import SpikingNet
+
+    if isinstance(folded, SpikingNet):
+        return folded, None
+    if isinstance(folded, nn.Sequential) and len(folded) and isinstance(folded[0],
+                                                                         DirectEncoding):
+        folded = folded[1:]
+    return folded, tuple(int(s) for s in data_info["input_shape"])
+
+
 def cmd_fold(args: argparse.Namespace) -> int:
     from mpbn.engine.deploy import export_folded, preprocessing
     from mpbn.engine.loading import load_model
@@ -309,14 +354,15 @@ def cmd_fold(args: argparse.Namespace) -> int:
     if any(t.exists() for t in targets) and not args.force:
         raise CLIError(f"{out} already holds a folded model; use --force to overwrite")
     checkpoint = _checkpoint_path(args.checkpoint)
-    model, cfg, ckpt = load_model(checkpoint)
+    model, cfg, ckpt = load_model(checkpoint, overrides=_import_overrides(args))
     folded = fold(model)
     graph = None
     if args.nir:  # before writing anything, so a model NIR cannot express leaves no files
         from mpbn.export import NIRExportError, to_nir
 
         try:
-            graph = to_nir(folded, args.nir_target,
+            walked, input_shape = _nir_model(folded, ckpt["data_info"])
+            graph = to_nir(walked, args.nir_target, input_shape=input_shape,
                            preprocessing=preprocessing(cfg, ckpt["data_info"]))
         except NIRExportError as exc:
             raise CLIError(f"cannot export to NIR: {exc}") from None
@@ -352,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     from mpbn.engine.train import TrainingDiverged
 
     try:
+        if getattr(args, "imports", None):
+            # Any command that takes --import runs it first (eval/fold/train record it too).
+            from mpbn.engine.loading import import_user_code
+
+            import_user_code(_import_overrides(args)["imports"])
         return int(handler(args) or 0)
     except TrainingDiverged as error:
         print(f"mpbn: error: {error}", file=sys.stderr)

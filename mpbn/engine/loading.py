@@ -33,9 +33,10 @@ from torch import Tensor, nn
 from mpbn.engine.checkpoint import CheckpointError, load_checkpoint, unwrapped_name
 from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides, flatten
 
-__all__ = ["DataShape", "LoadedModel", "build_model", "create_kwargs", "factory_kwargs",
-           "load_model", "load_state_or_explain", "data_shape_of", "import_user_code",
-           "resolve_imports", "user_code_source", "dataset_source", "builder_arguments"]
+__all__ = ["DataShape", "LoadedModel", "build_model", "builder_arguments",
+           "check_builder_arguments", "create_kwargs", "data_shape_of", "dataset_source",
+           "factory_kwargs", "import_user_code", "load_model", "load_state_or_explain",
+           "resolve_imports", "user_code_source"]
 
 
 class DataShape(NamedTuple):
@@ -97,10 +98,17 @@ def _user_frame(error: BaseException, filename: str | None) -> str:
     """`` (FILE line N)`` of the deepest frame of ``error`` in ``filename`` (else the last)."""
     frames = traceback.extract_tb(error.__traceback__)
     if isinstance(error, SyntaxError) and error.filename:
-        return f" ({error.filename} line {error.lineno})"
+        return f" ({error.filename} line {error.lineno})"  # a frame of the importer, not its
     mine = [f for f in frames if filename is not None and f.filename == filename]
     frame = (mine or frames or [None])[-1]
     return "" if frame is None else f" ({frame.filename} line {frame.lineno})"
+
+
+def _reason(error: BaseException, filename: str | None) -> str:
+    """``Type: first line of the message (FILE line N)`` of an exception the import raised."""
+    text = error.msg if isinstance(error, SyntaxError) else str(error)
+    first = (str(text).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}{_user_frame(error, filename)}"
 
 
 def _import_file(entry: str) -> str:
@@ -109,8 +117,8 @@ def _import_file(entry: str) -> str:
         return _IMPORTED_FILES[path]
     if not path.is_file():
         where = "" if Path(entry).expanduser().is_absolute() else f" (from {Path.cwd()})"
-        raise ConfigError(f"cannot import {entry!r}: no such file{where}; give the path of "
-                          "the .py file with --import PATH")
+        raise ConfigError(f"cannot import {entry!r}: no such file{where}; give the .py "
+                          "file's path (where it is now) with --import PATH")
     name = path.stem
     if not name.isidentifier():
         raise ConfigError(f"cannot import {entry!r}: {name!r} is not a Python module name; "
@@ -131,9 +139,7 @@ def _import_file(entry: str) -> str:
         spec.loader.exec_module(module)
     except Exception as error:
         sys.modules.pop(name, None)
-        first = (str(error).strip().splitlines() or [""])[0]
-        raise ConfigError(f"cannot import {entry!r}: {type(error).__name__}: {first}"
-                          f"{_user_frame(error, str(path))}") from error
+        raise ConfigError(f"cannot import {entry!r}: {_reason(error, str(path))}") from error
     for old in [p for p, n in _IMPORTED_FILES.items() if n == name]:
         del _IMPORTED_FILES[old]  # the same module name from another file: the newer wins
     _IMPORTED_FILES[path] = name
@@ -157,12 +163,9 @@ def _import_module(entry: str) -> str:
             raise ConfigError(f"cannot import {entry!r}: no module named {error.name!r} "
                               "(install it, put its folder on PYTHONPATH, or give the path of "
                               "a .py file)") from error
-        raise ConfigError(f"cannot import {entry!r}: {type(error).__name__}: {error}"
-                          f"{_user_frame(error, None)}") from error
+        raise ConfigError(f"cannot import {entry!r}: {_reason(error, None)}") from error
     except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0]
-        raise ConfigError(f"cannot import {entry!r}: {type(error).__name__}: {first}"
-                          f"{_user_frame(error, None)}") from error
+        raise ConfigError(f"cannot import {entry!r}: {_reason(error, None)}") from error
     return entry
 
 
@@ -236,26 +239,39 @@ def factory_kwargs(cfg: TrainConfig, info: Any) -> dict[str, Any]:
     Raises:
         ConfigError: One line naming the builder, the argument and the setting.
     """
+    accepted = check_builder_arguments(cfg)
+    kwargs = create_kwargs(cfg, info)
+    if accepted is None:
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def check_builder_arguments(cfg: TrainConfig) -> set[str] | None:
+    """The arguments the model's builder names (None: ``**kwargs``, all), after checking that
+    it takes every ``model.kwargs`` entry and every setting changed from its default.
+
+    Raises:
+        ConfigError: One line naming the builder, the argument and the setting.
+    """
     from mpbn.models._registry import model_builder
 
-    kwargs = create_kwargs(cfg, info)
     builder = model_builder(cfg.model.name)
     accepted = builder_arguments(builder)
     if accepted is None:
-        return kwargs
+        return None
     values, defaults = flatten(cfg.to_dict()), flatten(TrainConfig().to_dict())
     where = user_code_source(builder)
     label = f"model {cfg.model.name!r}" + (f" ({where})" if where else "")
-    for key in [k for k in kwargs if k not in accepted]:
-        if key in cfg.model.kwargs:
-            raise ConfigError(f"{label} takes no argument {key!r}, given in model.kwargs; "
-                              f"it takes: {', '.join(sorted(accepted)) or 'nothing'}")
-        path = _SETTING_OF.get(key)
-        if path is not None and values[path] != defaults[path]:
+    unknown = [k for k in cfg.model.kwargs if k not in accepted]
+    if unknown:
+        raise ConfigError(f"{label} takes no argument {', '.join(map(repr, unknown))}, given "
+                          f"in model.kwargs; it takes: {', '.join(sorted(accepted)) or 'nothing'}")
+    for key, path in _SETTING_OF.items():
+        if key not in accepted and values[path] != defaults[path]:
             raise ConfigError(f"{label} takes no argument {key!r}, so {path}="
                               f"{values[path]} would be ignored; add {key!r} to its signature "
                               f"(or **kwargs), or leave {path} at {defaults[path]}")
-    return {k: v for k, v in kwargs.items() if k in accepted}
+    return accepted
 
 
 def build_model(cfg: TrainConfig, info: Any) -> nn.Module:
@@ -319,7 +335,10 @@ def _config_of(saved: Any, path: Path, overrides: dict[str, Any] | None) -> Trai
         raise CheckpointError(f"checkpoint {path} has an unusable config: {error}") from None
     cfg = apply_overrides(cfg, overrides) if overrides else cfg
     # Before the data shapes are read: a dataset of one's own is registered by these too.
-    import_user_code(cfg.imports)
+    try:
+        import_user_code(cfg.imports)
+    except ConfigError as error:
+        raise ConfigError(f"{path} needs code of its own: {error}") from error
     return cfg
 
 

@@ -165,7 +165,7 @@ def check_names(cfg: TrainConfig) -> None:
     import difflib
 
     from mpbn.data import list_datasets
-    from mpbn.engine.loading import import_user_code
+    from mpbn.engine.loading import check_builder_arguments, import_user_code
     from mpbn.models import list_models
 
     import_user_code(cfg.imports)
@@ -179,6 +179,7 @@ def check_names(cfg: TrainConfig) -> None:
             raise ConfigError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}; for "
                               f"one of your own, --import the .py file that registers it with "
                               f"{decorator} (docs/OWN_MODEL.md)")
+    check_builder_arguments(cfg)
 
 
 def _plural(count: int, word: str) -> str:
@@ -210,10 +211,10 @@ def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
     if d.holdout is not None:
         subsets.insert(0, f"{d.holdout} training samples held out for validation, test set "
                           "evaluated once at the end")
-    data = d.name + (f" (your dataset, from {source})" if (source := dataset_source(d.name))
-                     else "")
-    data += f" from {d.root}" if d.root is not None else ""
-    data += f" ({', '.join(subsets)})" if subsets else " (full splits)"
+    data = d.name + (f" from {d.root}" if d.root is not None else "")
+    if (source := dataset_source(d.name)) is not None:
+        subsets.insert(0, f"your dataset, from {source}")
+    data += f" ({', '.join(subsets or ['full splits'])})"
     seeds = ", ".join(str(r.seed + i) for i in range(min(r.seeds, 5)))
     seeds += ", ..." if r.seeds > 5 else ""
     # A model of one's own gets only the settings its builder names (factory_kwargs).
