@@ -5,6 +5,7 @@ and returns the numbers; ``mpbn analyze ...`` and ``mpbn report`` wrap them
 (:mod:`mpbn.analysis.cli`). Plotting needs matplotlib (``pip install mpbn[analysis]``).
 """
 
+from mpbn.analysis.compare import compare_runs, seed_values, student_t_ppf, welch_ci
 from mpbn.analysis.curves import aggregate_curve, analyze_curves
 from mpbn.analysis.energy import E_AC_PJ, E_MAC_PJ, analyze_energy, energy_table
 from mpbn.analysis.fold_report import analyze_fold, folded_thresholds
@@ -39,6 +40,7 @@ __all__ = [
     "analyze_landscape",
     "analyze_robustness",
     "analyze_spikes",
+    "compare_runs",
     "early_exit_curve",
     "energy_table",
     "exit_step",
@@ -52,5 +54,8 @@ __all__ = [
     "loss_landscape_1d",
     "measure_activity",
     "model_from_checkpoint",
+    "seed_values",
+    "student_t_ppf",
     "synaptic_ops",
+    "welch_ci",
 ]
