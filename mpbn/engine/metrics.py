@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mpbn.engine.checkpoint import atomic_write_text
 from mpbn.layers.recording import SpikeRecord, record_spikes
 
 __all__ = ["SpikeRateMeter", "MetricsWriter", "mean_std", "git_commit"]
@@ -80,12 +81,23 @@ class MetricsWriter:
             self.tensorboard.flush()
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop lines of epochs > ``epoch`` (a resumed run rewrites them)."""
+        """Keep one line per epoch up to ``epoch`` (a resumed run rewrites the later ones).
+
+        A kill can leave a line of an epoch whose checkpoint was never written, or half a
+        line; both are dropped, as is any repeated epoch (the last copy is kept, in epoch
+        order). The file is replaced atomically, so a kill during the rewrite keeps the old.
+        """
         if not self.enabled or not self.path.exists():
             return
-        lines = [line for line in self.path.read_text().splitlines()
-                 if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
-        self.path.write_text("".join(line + "\n" for line in lines))
+        kept: dict[int, str] = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # half a line, written when the process was killed
+            if isinstance(record, dict) and 0 < int(record.get("epoch", 0)) <= epoch:
+                kept[int(record["epoch"])] = line
+        atomic_write_text(self.path, "".join(kept[e] + "\n" for e in sorted(kept)))
 
     def close(self) -> None:
         if self.tensorboard is not None:

@@ -345,9 +345,12 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             # Every rank checks (and stops together): no non-finite state is ever written.
             _check_payload_finite(payload, epoch, global_step, dist)
             if primary:
-                save_checkpoint(last_path, payload)
+                # best.pt first: a kill between the two writes leaves last.pt at the previous
+                # epoch, so --resume replays this epoch (bit-identically) and writes both
+                # again; the other order could leave best.pt stale for good.
                 if is_best:
                     save_checkpoint(best_path, payload)
+                save_checkpoint(last_path, payload)
             epochs_done_now += 1
     finally:
         writer.close()

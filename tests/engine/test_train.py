@@ -341,3 +341,46 @@ def test_an_interrupted_json_write_leaves_the_previous_file(tmp_path, tiny_confi
     for name, before in files.items():
         assert (tmp_path / name).read_bytes() == before, name
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_kill_between_the_best_and_last_writes_leaves_consistent_checkpoints(
+        tmp_path, tiny_config, monkeypatch):
+    from mpbn.engine import train as train_module
+
+    cfg = apply_overrides(tiny_config, dict(epochs=3))
+    reference = run(cfg, RunOptions(out=tmp_path / "reference", quiet=True))
+    accs = [json.loads(line)["test_acc"] for line in
+            (tmp_path / "reference/seed_0/metrics.jsonl").read_text().splitlines()]
+    # The kill comes after the first write of the best epoch (both files are written there,
+    # and no later epoch rewrites best.pt); it must not be the first epoch to mean anything.
+    target = 1 + accs.index(max(accs))
+    assert target >= 2, accs
+    real_save = train_module.save_checkpoint
+
+    def first_write_then_die(path, payload):
+        real_save(path, payload)
+        if payload["epoch"] == target:
+            raise KeyboardInterrupt("killed between the two checkpoint writes")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", first_write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, RunOptions(out=tmp_path / "run", quiet=True))
+    monkeypatch.undo()
+    summary = run(cfg, RunOptions(out=tmp_path / "run", quiet=True, resume=True))
+    assert summary["final_test_acc"] == reference["final_test_acc"]
+    best, last = (load_checkpoint(tmp_path / f"run/seed_0/{n}.pt") for n in ("best", "last"))
+    assert best["best_acc"] == max(accs) == summary["best_test_acc"][0]
+    assert best["epoch"] == 1 + accs.index(max(accs)) and last["epoch"] == 3
+
+
+def test_metrics_truncation_drops_half_lines_repeats_and_later_epochs(tmp_path):
+    from mpbn.engine.metrics import MetricsWriter
+
+    writer = MetricsWriter(tmp_path, enabled=True)
+    lines = ['{"epoch": 1, "a": 1}', '{"epoch": 2, "a": 2}', '{"epoch": 2, "a": 3}',
+             '{"epoch": 3, "a": 4}', '{"epoch": 4, "a"']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    writer.truncate_after(3)
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kept == [{"epoch": 1, "a": 1}, {"epoch": 2, "a": 3}, {"epoch": 3, "a": 4}]
+    writer.close()
