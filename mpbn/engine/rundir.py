@@ -93,7 +93,7 @@ def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, re
         if not config_path.exists():
             raise ConfigError(f"cannot resume: {config_path} does not exist (is {run_dir} a "
                               "run directory written by `mpbn train`?)")
-        check_resumable(json.loads(config_path.read_text()), cfg, run_dir)
+        check_resumable(read_json(config_path, "the run's config"), cfg, run_dir)
         if dist.is_primary:  # runtime fields (e.g. more seeds) may have changed
             # Temporary files of writes a kill interrupted (config, summary, checkpoints).
             for folder in [run_dir, *sorted(p for p in run_dir.glob("seed_*") if p.is_dir())]:
@@ -145,10 +145,27 @@ def set_aside_previous(cfg: TrainConfig, run_dir: Path, dist: DistInfo) -> Path 
     return moved_to
 
 
+def read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``, or a one-line :class:`ConfigError` naming the file and the fix."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} ({what}) is not valid JSON ({error}); it was changed or cut "
+                          "short outside mpbn: restore it, or start a new run with another "
+                          "--out") from None
+
+
 def finished_result(folder: Path) -> SeedResult | None:
     """The result of a seed that finished before (its ``result.json``), else None."""
     path = folder / "result.json"
-    return SeedResult(**json.loads(path.read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    saved = read_json(path, "a finished seed's result")
+    try:
+        return SeedResult(**saved)
+    except TypeError:
+        raise ConfigError(f"{path} (a finished seed's result) has unknown or missing fields; "
+                          "delete it to redo that seed's final evaluation on --resume") from None
 
 
 def write_result(folder: Path, result: SeedResult) -> None:

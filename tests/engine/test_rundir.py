@@ -40,3 +40,15 @@ def test_force_keeps_the_old_results_until_set_up_passed(tmp_path, tiny_config):
     assert epochs == [1, 2]  # the new run's two epochs, nothing appended to the old one
     assert json.loads((out / "seed_0/result.json").read_text())["epochs"] == 2
     assert json.loads((out / "summary.json").read_text())["config"]["optim"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("name", ["config.json", "seed_0/result.json"])
+def test_a_corrupt_run_file_is_a_one_line_error_naming_it(tmp_path, tiny_config, name):
+    from mpbn.engine.config import ConfigError
+    from mpbn.engine.train import RunOptions, run
+
+    run(tiny_config, RunOptions(out=tmp_path, quiet=True))
+    (tmp_path / name).write_text("")
+    with pytest.raises(ConfigError, match=rf"{name}.*is not valid JSON.*restore it") as error:
+        run(tiny_config, RunOptions(out=tmp_path, quiet=True, resume=True))
+    assert "\n" not in str(error.value)
