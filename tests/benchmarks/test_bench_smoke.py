@@ -161,3 +161,19 @@ def test_neuron_main_runs_and_times_the_floor_beside_every_variant(capsys):
 def test_neuron_floor_streams_the_bytes_it_is_asked_to():
     out = _load("bench_neuron").stream(24 * 1000, torch.device("cpu"))()
     assert out.numel() == 2000  # 12 B per element: read a, read b, write c
+
+
+def test_reference_epoch_times_steps_and_scales_the_budget(tmp_path, capsys):
+    reference = _load("reference_epoch")
+    assert reference.budget_minutes(70.0) == pytest.approx(60.0)
+    assert reference.budget_minutes(140.0) == pytest.approx(120.0)
+    threads = torch.get_num_threads()
+    try:
+        result = reference.main(["--steps", "2", "--warmup", "1", "--threads", "1",
+                                 "--json", str(tmp_path / "ref.json")])
+    finally:
+        torch.set_num_threads(threads)  # the setting is process-wide
+    assert result["steps_timed"] == 2 and result["steps_per_epoch"] == 391
+    assert result["epoch_seconds"] == pytest.approx(result["seconds_timed"] * 391 / 2)
+    assert "allocator" in result and (tmp_path / "ref.json").exists()
+    assert "budget: 60 min x" in capsys.readouterr().out
