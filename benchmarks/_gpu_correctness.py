@@ -17,14 +17,20 @@ the same module, forced onto one implementation (``triton``, ``compiled`` or ``e
   steps: fp32 summation order alone moves it by more than 1e-5 at large shapes). For bf16 input
   (which those tests do not run) one bf16 rounding of the largest gradient,
   ``eps_bf16 * max|g|``, is added: the input gradient is stored in bf16, and one rounding more
-  or less than the reference's is within the format, not an error of the path;
+  or less than the reference's is within the format, not an error of the path; and without
+  MPBN the reference's error is the larger of the reference as it runs (a float32 tensor
+  threshold promotes it to float32) and the reference wholly in bf16: the Triton kernels save
+  ``u_pre`` in bf16 and evaluate the surrogate on it in backward, an error of bf16 size
+  (3 of 480 cases at T = 8 exceeded the float32 bound under the interpreter);
 - spikes: a handful that differ (at most ``1e-4`` of them, :data:`ROUNDING_FLIPS`) are
   reported as a known rounding deviation, not a failure, with their gradients' neurons;
 - at most a few elements (``max(1, 1e-4 * numel)`` per gradient) exceed that bound, and only
   for the surrogates with a jump (``rectangle`` at ``|x| = alpha / 2``, ``tanh`` at the edges
   of its support): a potential within rounding of the jump gets the other gradient value in
   any precision but float64 (seen on CPU for the eager path at 150k neurons), so such an
-  outlier is rounding, not an error; every other surrogate is continuous and allows none.
+  outlier is rounding, not an error; every other surrogate is continuous and allows none in
+  float32 (bf16 input allows them for every surrogate: one of 480 interpreter cases, at T = 8,
+  had one element past the bf16 bound above).
   Under training-mode MPBN such a potential also moves its feature's batch statistics, so the
   input gradient counts features with an outlier instead of elements;
 - the running statistics match the reference's with that file's tolerances (Triton and eager:
@@ -263,6 +269,14 @@ def check_case(case: Case, backends: list[str], device: torch.device, seed: int
         out_ref32, _, _ = _run(copy.deepcopy(template), x.float(), grad_out.float())
         out_ref32 = out_ref32.to(dtype)
     err_ref = [_max_err(g, e) for g, e in zip(grads_ref, grads64, strict=True)]
+    if case.norm == "none" and dtype != torch.float32:
+        # The step wholly in bf16 (its threshold too): the error level of bf16 arithmetic,
+        # which the Triton kernels' bf16 u_pre (saved for backward, where the surrogate is
+        # evaluated) reaches even where the reference, promoted by a float32 tensor
+        # threshold, runs in float32.
+        _, grads_low, _ = _run(copy.deepcopy(template).to(dtype), x, grad_out)
+        err_ref = [max(e, _max_err(g, e64)) for e, g, e64 in zip(err_ref, grads_low, grads64,
+                                                                  strict=True)]
     rounding = torch.finfo(dtype).eps if dtype != torch.float32 else 0.0
     scales = [max(1.0, float(g.abs().max())) if g.numel() else 1.0 for g in grads64]
     tols = [2 * e + (GRAD_ATOL + rounding) * scale
@@ -310,7 +324,7 @@ def check_case(case: Case, backends: list[str], device: torch.device, seed: int
                 mask = mask.amax(dim=dims)
             over = int(mask.sum())
             allowed = (max(1, int(OUTLIER_FRACTION * mask.numel()))
-                       if case.surrogate in SURROGATES_WITH_A_JUMP else 0)
+                       if case.surrogate in SURROGATES_WITH_A_JUMP or rounding else 0)
             if rounding_flips:  # a flipped spike moves its neuron's later steps and sums
                 allowed = max(allowed, mismatches * case.steps)
             unit = "features" if mask.numel() != g.numel() else "elements"
