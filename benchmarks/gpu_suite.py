@@ -383,10 +383,18 @@ def stage_header(ctx: Context, clock: StageClock, result: StageResult) -> None:
         "torch_threads": torch.get_num_threads(),
         "allocator": allocator(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", ""),
     }
+    # Legacy flags (newer torch has fp32_precision settings and may warn on these): facts only.
+    for key, read in (("cudnn_allow_tf32", lambda: torch.backends.cudnn.allow_tf32),
+                      ("cudnn_benchmark", lambda: torch.backends.cudnn.benchmark)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                facts[key] = bool(read())
+        except Exception as error:  # noqa: BLE001 - a fact, never a reason to fail
+            facts[key] = f"unreadable ({type(error).__name__})"
+
     try:
         import triton
 
