@@ -328,19 +328,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _nir_model(folded: Any, data_info: dict[str, Any]) -> tuple[Any, tuple[int, ...] | None]:
     """What ``to_nir`` walks and its ``input_shape``: a zoo model as it is; a model of one's
-    own with the per-step sample shape, and from after a leading ``DirectEncoding`` (the
-    graph's input is then the image at every step, as for the zoo's direct encoding)."""
-    from torch import nn
-
-    from mpbn.layers import DirectEncoding
+    own with the per-step sample shape (``to_nir`` starts its graph after a leading
+    ``DirectEncoding``: the input is then the image at every step, as for direct encoding)."""
     from mpbn.models import SpikingNet
 
     if isinstance(folded, SpikingNet):
         return folded, None
-    if isinstance(folded, nn.Sequential) and len(folded) and isinstance(folded[0],
-                                                                         DirectEncoding):
-        folded = folded[1:]
-    return folded, tuple(int(s) for s in data_info["input_shape"])
+    return folded, tuple(int(s) for s in data_info["input_shape"])  # to_nir skips DirectEncoding
 
 
 def cmd_fold(args: argparse.Namespace) -> int:

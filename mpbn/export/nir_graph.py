@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mpbn.export._common import NIRExportError, _nir
-from mpbn.layers import LIF, ConvNorm, IntegratingClassifier, PerStep, SeqNorm
+from mpbn.layers import LIF, ConvNorm, DirectEncoding, IntegratingClassifier, PerStep, SeqNorm
 from mpbn.models import BasicBlock, SpikingNet
 
 __all__ = ["to_nir", "simulate_nir", "write_nir", "read_nir", "NIRExportError", "TARGETS",
@@ -317,6 +317,7 @@ def build_graph(model: nn.Module, dt: float, input_shape: tuple | None = None) -
                 f"to_nir needs input_shape= (the per-step sample shape, without T and B) for a "
                 f"{type(model).__name__} that is not from mpbn.models")
         shape = tuple(int(d) for d in input_shape)
+        model = _after_direct_encoding(model)
         children = [("", model)]
     builder = _GraphBuilder(_step_shapes(model, shape), dt)
     src = builder.add("input", nir.Input(input_type={"input": np.array(shape)}), [], shape)
@@ -324,6 +325,14 @@ def build_graph(model: nn.Module, dt: float, input_shape: tuple | None = None) -
         src, shape = builder.emit(name, module, src, shape)
     builder.add("output", nir.Output(output_type={"output": np.array(shape)}), [src], shape)
     return builder
+
+
+def _after_direct_encoding(model: nn.Module) -> nn.Module:
+    """A model of one's own without its leading :class:`~mpbn.layers.DirectEncoding`: the
+    graph's input is then the image at every step, as for the zoo's direct encoding."""
+    if isinstance(model, nn.Sequential) and len(model) and isinstance(model[0], DirectEncoding):
+        return model[1:]
+    return model
 
 
 #: Export targets of :func:`to_nir`: the full-fidelity graph and the importers it is tested with.
@@ -339,7 +348,8 @@ def to_nir(model: nn.Module, target: str = "nir", *, dt: float | None = None,
         model: A folded model (``mpbn.fold(model)``): one from :func:`mpbn.models.create`, or
             a model of one's own built from mpbn's multi-step layers (``ConvNorm``,
             ``PerStep``, ``LIF``, ``IntegratingClassifier``, nested ``nn.Sequential``) on
-            ``[T, B, ...]``; such a model needs ``input_shape``.
+            ``[T, B, ...]``, optionally led by a ``DirectEncoding`` (skipped: the graph's input
+            is the sample at every step); such a model needs ``input_shape``.
         target: ``"nir"`` (default): the graph as NIR defines it, every parameter exact.
             ``"snntorch"`` / ``"norse"``: the same spikes rewritten into what that importer
             reads (:mod:`mpbn.export.targets`; snnTorch 1.0.0, Norse 1.1.0).
@@ -368,6 +378,8 @@ def to_nir(model: nn.Module, target: str = "nir", *, dt: float | None = None,
                                 "target": target}
     if isinstance(model, SpikingNet):
         metadata.update(encoding=model.encoding, timesteps=int(model.timesteps))
+    elif _after_direct_encoding(model) is not model:
+        metadata.update(encoding="direct", timesteps=int(model[0].timesteps))
     if target != "nir":
         targets.rewrite(builder, target)
         metadata.update(targets.TARGET_METADATA[target])

@@ -222,6 +222,15 @@ def test_a_model_of_ones_own_exports() -> None:
     torch.testing.assert_close(sim, out)
     with pytest.raises(NIRExportError, match=r"layer '1' \(GRU\): not supported; valid: "):
         to_nir(nn.Sequential(nn.Linear(3, 3), nn.GRU(3, 3)), input_shape=(3,))
+    # Led by a DirectEncoding (a model that takes the loaders' static batch): the same graph,
+    # with the encoding recorded.
+    encoded = nn.Sequential(mpbn.layers.DirectEncoding(3), *folded)
+    graph_encoded = to_nir(encoded, input_shape=(1, 4, 4))
+    assert (graph_encoded.metadata["encoding"], graph_encoded.metadata["timesteps"]) == (
+        "direct", 3)
+    x_static = x_seq[0]
+    sim_static = simulate_nir(graph_encoded, x_static.expand(3, *x_static.shape))
+    torch.testing.assert_close(sim_static, encoded(x_static))
 
 
 def test_target_errors_name_the_layer_and_reason() -> None:
