@@ -1254,6 +1254,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_suite: --device cuda but CUDA is not available (for the CPU rehearsal: "
               "--device cpu --quick)", file=sys.stderr, flush=True)
         return 2
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # as pick_device gives it
     ctx = Context(args, device, Budget(args.budget_s, tuple(args.stages)))
     report: dict[str, Any] = {
         "suite": "gpu_suite", "format": 1, "command": " ".join([sys.executable] + sys.argv),
