@@ -39,6 +39,20 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
         p.add_argument("--seed", type=int, default=0, help="seed of directions, noise, encoders")
         p.add_argument("--data-root", default=None, metavar="DIR",
                        help="dataset folder, instead of the one the run recorded (data moved)")
+        p.add_argument("--import", dest="imports", action="append", default=None,
+                       metavar="MODULE_OR_FILE.py",
+                       help="a module or .py file of your own to import instead of those the "
+                       "run recorded (e.g. the file moved); may repeat (docs/OWN_MODEL.md)")
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from ``--data-root`` and ``--import`` (files as absolute paths)."""
+    from mpbn.engine.loading import resolve_imports
+
+    overrides = data_overrides(args.data_root)
+    if getattr(args, "imports", None):
+        overrides["imports"] = resolve_imports(args.imports)
+    return overrides
 
 
 def data_overrides(data_root: str | None) -> dict[str, Any]:
@@ -59,7 +73,7 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, nn.Module], Tensor, Tenso
     """Models of every RUN_DIR and a test sample of the first one's dataset."""
     from mpbn.analysis.io import load_run, load_test_sample, model_from_checkpoint
 
-    overrides = data_overrides(args.data_root)
+    overrides = run_overrides(args)
     models: dict[str, nn.Module] = {}
     configs = []
     for entry in args.runs:
@@ -79,7 +93,7 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, nn.Module], Tensor, Tenso
         x, y, info = load_test_sample(configs[0], args.n_samples, args.seed, args.device,
                                       overrides)
     except FileNotFoundError as error:
-        if overrides:
+        if "data.root" in overrides:
             raise
         raise FileNotFoundError(f"{str(error).strip().splitlines()[0]} (the data root the run "
                                 "recorded); if the data moved, give its folder with --data-root"
@@ -197,7 +211,7 @@ def _report(args: argparse.Namespace) -> int:
     options = ReportOptions(n_samples=args.n_samples, batch_size=args.batch_size,
                             seed=args.seed, checkpoint=args.checkpoint, device=args.device,
                             landscape_points=args.n_points,
-                            overrides=data_overrides(args.data_root), compare=args.compare,
+                            overrides=run_overrides(args), compare=args.compare,
                             sections=[s for s in SECTIONS if s not in skip])
     path = build_report(args.runs, args.out, options)
     print(f"wrote {path}")

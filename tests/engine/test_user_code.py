@@ -222,6 +222,10 @@ def test_a_run_of_ones_own_rebuilds_from_its_record_and_after_a_move(tmp_path, c
     assert main(["fold", "run", "-o", "deploy", "--import", str(moved)]) == 0
     assert json.loads((tmp_path / "deploy" / "model.json").read_text())["config"][
         "imports"] == [str(moved)]
+    _forget(moved)
+    assert main(["analyze", "spikes", "run", "-o", "spikes", "--n-samples", "8",
+                 "--import", str(moved)]) == 0
+    assert (tmp_path / "spikes").is_dir()
 
 
 def test_resume_takes_the_new_place_of_a_moved_file(tmp_path, capsys, monkeypatch):
