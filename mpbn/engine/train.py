@@ -203,7 +203,12 @@ def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
         preset = flatten(get_preset(cfg.name).to_dict())
         changed = [f"{k}={v}" for k, v in flatten(cfg.to_dict()).items()
                    if k not in ("name", "description") and preset.get(k) != v]
-        lines[0] += f" (preset: {get_preset(cfg.name).description})"
+        base = get_preset(cfg.name)
+        if cfg.name == "default" and (m.name, d.name) != (base.model.name, base.data.name):
+            # Another model or dataset than the demo's: its description would be wrong.
+            lines[0] += " (the demo's settings, changed below)"
+        else:
+            lines[0] += f" (preset: {base.description})"
         lines.append(f"  overrides  {', '.join(changed) if changed else 'none'}")
     mpbn_text = "no MPBN" if m.mpbn is None else f"MPBN {m.mpbn}"
     subsets = [f"{part} subset {n}" for part, n in (("train", d.train_subset),

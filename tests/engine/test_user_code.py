@@ -269,3 +269,5 @@ def test_the_header_names_the_model_and_dataset_of_ones_own(tmp_path, capsys, mo
     # Only the settings the builder takes (it has no norm): mpbn and T.
     assert f"  model      user_snn (your model, from {path}), MPBN channel, T=2\n" in out
     assert f"  data       user-data (your dataset, from {path}), batch 64\n" in out
+    assert out.startswith("run default (the demo's settings, changed below)\n")
+    assert "bundled 8x8 digits" not in out
