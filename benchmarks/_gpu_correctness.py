@@ -79,12 +79,9 @@ BUFFER_TOLERANCES = {"triton": {}, "eager": {}, "compiled": {"rtol": 1e-5, "atol
 
 
 #: ``(predicate(case, backend), explanation)``: deviations of mpbn that the CPU reproduces.
-KNOWN_DEVIATIONS = [
-    (lambda case, backend: (backend == "eager" and case.norm == "none" and not case.training
-                            and case.dtype != "float32"),
-     "eager fused LIF with a float32 per-channel threshold on bf16 input computes the potential "
-     "in bf16, where the reference step promotes it to float32 (v - V_th and the reset mix the "
-     "dtypes); fused.unfusable_reason does not check the threshold's dtype"),
+KNOWN_DEVIATIONS: list = [
+    # Empty: the one entry (eager fused LIF on bf16 input with a float32 tensor threshold) is
+    # fixed: fused.unfusable_reason now sends that case to the reference step.
 ]
 
 
@@ -216,7 +213,10 @@ def _template(case: Case, generator: torch.Generator) -> LIF:
                         detach_reset=case.detach_reset)
     channels = case.shape[1]
     if case.norm == "none" and not case.training:
-        kwargs["v_threshold"] = torch.rand(channels, generator=generator) * 0.4 + 0.3
+        # In the input's dtype, as a model's would be: a float32 threshold on bf16 input is
+        # not fused (the reference promotes the potential; fused.unfusable_reason).
+        kwargs["v_threshold"] = (torch.rand(channels, generator=generator) * 0.4 + 0.3).to(
+            getattr(torch, case.dtype))
     if case.norm != "none":
         kwargs.update(membrane_norm=case.norm, num_features=channels,
                       feature_shape=case.shape[1:])

@@ -51,6 +51,7 @@ says why and the module runs the reference.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -115,9 +116,10 @@ def unfusable_reason(x_seq: Tensor, params: LIFParams,
     """Why :func:`lif_fused` would not compute exactly what the reference computes, or ``None``.
 
     Not fused: folded neurons (``threshold_sign``), thresholds or reset amounts that require
-    gradients (the fused backward returns none for them), non-float or empty input, and MPBN
-    whose parameters differ in dtype/device from the input (the reference then relies on
-    autocast or type promotion inside ``F.batch_norm``).
+    gradients (the fused backward returns none for them) or are tensors of another dtype or
+    device than the input (the reference promotes the potential to theirs), non-float or empty
+    input, and MPBN whose parameters differ in dtype/device from the input (the reference then
+    relies on autocast or type promotion inside ``F.batch_norm``).
     """
     if x_seq.dim() < 2 or not x_seq.is_floating_point() or x_seq.shape[0] == 0:
         return f"the input must be a non-empty float sequence [T, B, ...], got {x_seq.dtype} " \
@@ -127,6 +129,12 @@ def unfusable_reason(x_seq: Tensor, params: LIFParams,
     if _is_tensor_needing_grad(params.v_threshold) or _is_tensor_needing_grad(
             params.reset_amount):
         return "a threshold or reset amount that requires a gradient"
+    for value in (params.v_threshold, params.reset_amount):
+        # The reference's v - V_th promotes a bf16 potential to a float32 tensor threshold's
+        # dtype (and fires on that); the fused step computes in the input dtype.
+        if isinstance(value, Tensor) and (value.dtype != x_seq.dtype
+                                          or value.device != x_seq.device):
+            return "a threshold or reset amount of another dtype or device than the input"
     if norm is not None:
         if x_seq.dim() < 3:
             return "MPBN needs an input [T, B, C, ...]"
@@ -138,7 +146,15 @@ def unfusable_reason(x_seq: Tensor, params: LIFParams,
     return None
 
 
-_CONFIGS: dict[StepConfig, StepConfig] = {}
+@functools.cache
+def _interned(cfg: StepConfig) -> StepConfig:
+    """The first :class:`StepConfig` equal to ``cfg``: one object per distinct value.
+
+    A functools cache, not a module-level dict: torch.compile traces through the cache (the
+    config is then a constant of the traced graph), whereas reading a dict that the first call
+    fills makes the whole-model compile guard on the dict being empty and compile twice.
+    """
+    return cfg
 
 
 def step_config(x_seq: Tensor, params: LIFParams, norm: MembraneNormArgs | None) -> StepConfig:
@@ -164,7 +180,7 @@ def step_config(x_seq: Tensor, params: LIFParams, norm: MembraneNormArgs | None)
         eps=float(norm.eps) if norm is not None else 0.0,
         channel=norm is None or norm.granularity == "channel",
     )
-    return _CONFIGS.setdefault(cfg, cfg)
+    return _interned(cfg)
 
 
 class FusedLIF(torch.autograd.Function):

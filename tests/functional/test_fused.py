@@ -180,6 +180,28 @@ def test_compiled_matches_eager(reset: str, granularity: str) -> None:
         torch.testing.assert_close(r_c, r_e, rtol=1e-5, atol=1e-6)
 
 
+def test_step_configs_are_interned_and_a_compiled_model_compiles_once() -> None:
+    """One StepConfig object per value (guards on identity hold), without a module-level dict
+    that makes a whole-model torch.compile guard on its contents and compile twice."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    from mpbn.models import create
+
+    x = torch.randn(2, 3, 4, 4)
+    norm_args = None
+    assert fused.step_config(x, LIFParams(), norm_args) is fused.step_config(
+        x.clone(), LIFParams(), norm_args)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model = create("small_cnn", mpbn="channel", timesteps=2)
+    compiled = torch.compile(model, backend=counter)
+    batch = torch.randn(4, 1, 8, 8)
+    for _ in range(3):
+        compiled(batch).sum().backward()
+    assert counter.frame_count == 1, f"compiled {counter.frame_count} times"
+
+
 def test_compiled_serves_more_layer_shapes_than_dynamos_recompile_limit(monkeypatch) -> None:
     """Every layer shape is a specialization of one compiled function; hitting dynamo's
     per-function limit (8 by default, 1 here) must not drop the whole model to eager."""
@@ -381,3 +403,16 @@ def test_a_failing_triton_kernel_warns_once_and_the_torch_code_runs(monkeypatch)
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
     for a, e in zip(outs[0][1], outs[1][1], strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def test_a_tensor_threshold_of_another_dtype_falls_back_to_the_reference() -> None:
+    """bf16 input and a float32 per-channel threshold: the reference fires on the potential
+    promoted to float32, so the fused bf16 step would differ; auto must take the reference."""
+    torch.manual_seed(0)
+    threshold = torch.rand(5) * 0.4 + 0.3
+    x = (torch.randn(4, 7, 5, 9, 9) * 0.8 + 0.3).bfloat16()
+    assert "another dtype" in fused.unfusable_reason(
+        x, LIFParams(v_threshold=threshold.view(5, 1, 1)))
+    auto = LIF(backend="auto", v_threshold=threshold)(x)
+    reference = LIF(backend="reference", v_threshold=threshold)(x)
+    assert torch.equal(auto, reference)
