@@ -15,6 +15,7 @@ AUTHORS = [
 
 # Every registered model at its default settings (documented in docs/MODELS.md).
 DEFAULTS = {
+    "fastnet": (1_166_506, 1_168_362, 1_346_730),
     "fc_smnist": (469_760, 470_784, 470_784),
     "resnet18": (11_689_512, 11_697_320, 16_305_704),
     "resnet19": (12_569_226, 12_578_186, 15_452_810),

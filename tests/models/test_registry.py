@@ -9,7 +9,7 @@ import mpbn.models as models
 from mpbn.layers import LIF
 
 EXPECTED = {"resnet19", "resnet20", "resnet20_narrow", "resnet18", "resnet34", "vgg16", "vgg9",
-            "vgg11", "vggsnn", "small_cnn", "fc_smnist"}
+            "vgg11", "vggsnn", "small_cnn", "fc_smnist", "fastnet"}
 
 
 def test_registered_names() -> None:
