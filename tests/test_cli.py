@@ -165,6 +165,27 @@ def test_eval_prints_unfolded_and_folded_accuracy(trained, capsys):
     assert "acc unfolded" in out and "acc folded" in out and "spike mismatch  0" in out
 
 
+def test_eval_fold_check_recomputes_the_mismatch_in_float64(trained, capsys):
+    assert main(["eval", str(trained), "--fold-check", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "spike entries on the first test batch (float32)" in out
+    assert "in float64      0 of " in out and "rounding at the threshold" in out
+
+
+def test_float64_mismatch_leaves_the_model_as_it_was(trained):
+    import torch
+
+    from mpbn.engine.distributed import DistInfo
+    from mpbn.engine.loading import load_model
+    from mpbn.engine.train import build_loaders, float64_spike_mismatch
+
+    model, cfg, _ = load_model(trained / "seed_0/last.pt")
+    _, test_loader, _ = build_loaders(cfg, 0, DistInfo(device=torch.device("cpu")))
+    report = float64_spike_mismatch(model, test_loader, cfg)
+    assert report.total_mismatches == 0 and sum(report.totals) > 0
+    assert next(model.parameters()).dtype == torch.float32
+
+
 def test_fold_writes_a_deploy_model_that_rebuilds(tmp_path, trained, capsys):
     out = tmp_path / "deploy"
     assert main(["fold", str(trained / "seed_0/last.pt"), "-o", str(out)]) == 0
