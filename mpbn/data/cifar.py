@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,14 @@ import numpy as np
 
 from .arrays import ArrayDataset, in_memory_loaders
 from .augment import AugmentSpec
-from .download import check_root, download, md5sum, report_mismatches
+from .download import (
+    check_root,
+    download,
+    md5sum,
+    read_regular_file,
+    report_mismatches,
+    require_regular_file,
+)
 from .registry import LoaderRequest, register
 from .safe_pickle import load_pickle
 
@@ -84,6 +92,12 @@ CIFAR100 = CifarVariant(
 VARIANTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 
+#: Far above the largest python batch (CIFAR-100's train file: about 155 MB) and archive
+#: (about 170 MB): a file past these is not one of them, and is not read into memory.
+MAX_BATCH_BYTES = 1 << 30
+MAX_ARCHIVE_BYTES = 2 << 30
+
+
 def _decode_batch(blob: bytes, source: str, variant: CifarVariant) -> ArrayDataset:
     """Turn one unpickled batch into arrays, checking the layout the format promises."""
     entry = load_pickle(blob, source)
@@ -120,14 +134,15 @@ def _read_folder(folder: Path, variant: CifarVariant, strict: bool):
         parts = []
         for name, md5 in files:
             path = folder / name
-            if not path.is_file():
+            if not path.exists():
                 raise FileNotFoundError(
                     f"{path} not found: expected the {variant.folder} layout "
                     f"({', '.join(n for n, _ in variant.train_files + variant.test_files)})"
                 )
-            if md5sum(path) != md5:
+            blob = read_regular_file(path, "a CIFAR python batch", MAX_BATCH_BYTES)
+            if hashlib.md5(blob, usedforsecurity=False).hexdigest() != md5:
                 mismatches.append(name)
-            parts.append(_decode_batch(path.read_bytes(), str(path), variant))
+            parts.append(_decode_batch(blob, str(path), variant))
         splits.append(_concat(parts))
     if mismatches:
         report_mismatches(
@@ -138,6 +153,7 @@ def _read_folder(folder: Path, variant: CifarVariant, strict: bool):
 
 
 def _read_archive(archive: Path, variant: CifarVariant, strict: bool):
+    require_regular_file(archive, f"the {variant.archive} archive", MAX_ARCHIVE_BYTES)
     actual = md5sum(archive)
     if actual != variant.archive_md5:
         report_mismatches(
@@ -188,16 +204,18 @@ def load_cifar(
     """
     variant = VARIANTS[name]
     first_file = variant.train_files[0][0]
+    # exists(), not is_file(): a FIFO or folder under the expected name gets its own error.
     for folder in (root / variant.folder, root):
-        if (folder / first_file).is_file():
+        if (folder / first_file).exists():
             return _read_folder(folder, variant, strict_checksum)
     archive = root / variant.archive
-    if not archive.is_file() and download_missing:
+    if not archive.exists() and download_missing:
         download(variant.url, root, variant.archive, variant.archive_md5)
-    if archive.is_file():
+    if archive.exists():
         return _read_archive(archive, variant, strict_checksum)
     raise FileNotFoundError(
-        f"{root}: expected {variant.folder}/ or {variant.archive} (pass download=True to fetch it)"
+        f"{root}: expected {variant.folder}/ or {variant.archive} (`mpbn train --download`, or "
+        "download=True in Python, fetches it)"
     )
 
 

@@ -1,11 +1,12 @@
-"""Dataset files on disk: the root check, downloads with MD5 verification, and the checksum
-policy for local copies."""
+"""Dataset files on disk: the root check, reading only regular files, downloads with MD5
+verification, and the checksum policy for local copies."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import stat
 import urllib.error
 import urllib.request
 import warnings
@@ -32,8 +33,50 @@ def check_root(root: Path, expected: str, *, create: bool = False) -> None:
         raise FileNotFoundError(f"dataset root {root} does not exist: expected {expected}")
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def require_regular_file(path: str | os.PathLike, what: str = "a data file",
+                         max_bytes: int | None = None) -> int:
+    """The size of ``path`` if it is a regular file (symlinks followed), else a one-line error.
+
+    A FIFO named like a data file would block a read forever and a link to ``/dev/zero`` would
+    be read until memory runs out, so every reader checks before it opens anything.
+
+    Args:
+        path: The file.
+        what: What the file should be, for the message.
+        max_bytes: Refuse larger files (a size no valid file of the format reaches).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Not a regular file, or larger than ``max_bytes``.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist (expected {what})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
+        raise ValueError(f"{path} is {kind}, not a regular file; expected {what}")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise ValueError(f"{path} holds {info.st_size:,} bytes, more than any {what} "
+                         f"({max_bytes:,}); not read")
+    return info.st_size
+
+
+def read_regular_file(path: str | os.PathLike, what: str = "a data file",
+                      max_bytes: int | None = None) -> bytes:
+    """The bytes of ``path`` after :func:`require_regular_file`."""
+    require_regular_file(path, what, max_bytes)
+    return Path(path).read_bytes()
+
+
 def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex MD5 of a file, read in chunks."""
+    """Hex MD5 of a regular file, read in chunks."""
+    require_regular_file(path)
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(chunk_size), b""):

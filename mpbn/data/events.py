@@ -14,9 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .download import read_regular_file
+
 DVS128_SENSOR = (128, 128)
 NMNIST_SENSOR = (34, 34)
 _AEDAT_EVENT_BYTES = 8
+#: Larger than any recording of these datasets (CIFAR10-DVS files are a few MB, the longest
+#: DVS128 recordings a few hundred): a file past it is not an event sample, and is not read.
+MAX_EVENT_FILE_BYTES = 2 << 30
 _NMNIST_EVENT_BYTES = 5
 
 
@@ -72,7 +77,7 @@ def read_aedat2(path: str | Path) -> Events:
         ValueError: One line naming the file when it is truncated, empty or of another version.
     """
     path = Path(path)
-    blob = path.read_bytes()
+    blob = read_regular_file(path, "an AEDAT 2.0 event file", MAX_EVENT_FILE_BYTES)
     body = memoryview(blob)[_skip_aedat_header(blob, path) :]
     if len(body) % _AEDAT_EVENT_BYTES:
         raise ValueError(
@@ -102,7 +107,8 @@ def read_nmnist(path: str | Path) -> Events:
         ValueError: One line naming the file when it is truncated, empty or out of range.
     """
     path = Path(path)
-    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    raw = np.frombuffer(read_regular_file(path, "an N-MNIST event file", MAX_EVENT_FILE_BYTES),
+                        dtype=np.uint8)
     if raw.size % _NMNIST_EVENT_BYTES:
         raise ValueError(
             f"{path}: {raw.size} bytes is not a multiple of 5 (truncated N-MNIST file?)"

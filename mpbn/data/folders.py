@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import normalize
-from .download import check_root
+from .download import check_root, require_regular_file
 from .info import DatasetInfo
 from .registry import LoaderRequest, register
 from .sampling import derive_seed, epoch_indices, take_samples
@@ -130,6 +130,7 @@ class ImageFolderDataset(Dataset):
         index, sample_seed = item
         path, label = self.samples[index]
         try:
+            require_regular_file(path, "an image file")  # a FIFO would block the worker
             with Image.open(path) as image:
                 tensor = self.transform(image, random.Random(sample_seed))
         except (UnidentifiedImageError, OSError, ValueError) as error:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .arrays import ArrayDataset, in_memory_loaders
-from .download import check_root, download, md5sum, report_mismatches
+from .download import check_root, download, md5sum, read_regular_file, report_mismatches
 from .registry import LoaderRequest, register
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -55,11 +54,24 @@ def parse_idx(blob: bytes, source: str) -> np.ndarray:
     return np.frombuffer(blob, np.uint8, offset=header).reshape(shape)
 
 
+#: Far above the largest MNIST IDX file (the 60,000 training images: 47,040,016 bytes), with room
+#: for larger variants: nothing larger is read or inflated.
+MAX_IDX_BYTES = 1 << 30
+
+
 def _read(path: Path) -> bytes:
+    blob = read_regular_file(path, "an IDX file", MAX_IDX_BYTES)
     if path.suffix != ".gz":
-        return path.read_bytes()
+        return blob
     try:
-        return gzip.decompress(path.read_bytes())
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+        data = inflater.decompress(blob, MAX_IDX_BYTES + 1)
+        if len(data) > MAX_IDX_BYTES:
+            raise ValueError(f"{path}: inflates past {MAX_IDX_BYTES:,} bytes, more than any "
+                             "IDX file; not read")
+        if not inflater.eof:
+            raise EOFError("compressed data ended before the end-of-stream marker")
+        return data
     except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: not a complete gzip file ({error})") from None
 
@@ -76,7 +88,8 @@ def _locate(root: Path, stem: str, download_missing: bool) -> Path:
     if download_missing:
         return download(MIRROR + f"{stem}.gz", root, f"{stem}.gz", FILES[stem])
     raise FileNotFoundError(
-        f"{root}: expected {stem}[.gz] (MNIST IDX files; pass download=True to fetch them)"
+        f"{root}: expected {stem}[.gz] (MNIST IDX files; `mpbn train --download`, or "
+        "download=True in Python, fetches them)"
     )
 
 

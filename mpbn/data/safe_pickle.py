@@ -17,9 +17,39 @@ try:  # numpy >= 2 moved the implementation; old pickles still name numpy.core
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
+#: numpy pickles call ``_reconstruct(ndarray, (0,), b"b")`` and then set the real shape and
+#: data from bytes in the file; a larger shape here would make numpy allocate it first.
+_MAX_RECONSTRUCT_ELEMENTS = 1
+
+
+class UnsafePickleError(ValueError):
+    """The pickle names a global outside the allow-list, or calls one with what it refuses."""
+
+
+def _small_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    size = int(np.prod(shape)) if isinstance(shape, tuple | list) else int(shape)
+    if subtype is not np.ndarray or size > _MAX_RECONSTRUCT_ELEMENTS:
+        name = getattr(subtype, "__name__", subtype)
+        raise UnsafePickleError(f"refusing numpy _reconstruct of {name} with shape {shape}: "
+                                "numpy pickles start from an empty array")
+    return _reconstruct(subtype, shape, dtype)
+
+
+def _no_size(kind: type) -> Any:
+    """``bytes`` / ``bytearray`` that refuse an integer (a request to allocate that many zeros:
+    a few bytes of pickle could otherwise ask for gigabytes)."""
+
+    def build(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise UnsafePickleError(f"refusing {kind.__name__}({args[0]}): an allocation by size")
+        return kind(*args)
+
+    return build
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _small_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _small_reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     # Python 3 protocol-2 pickles encode bytes objects through codecs.encode(str, "latin1").
@@ -27,8 +57,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "list"): list,
     ("builtins", "dict"): dict,
     ("builtins", "tuple"): tuple,
-    ("builtins", "bytes"): bytes,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytes"): _no_size(bytes),
+    ("builtins", "bytearray"): _no_size(bytearray),
     ("builtins", "str"): str,
     ("builtins", "int"): int,
     ("builtins", "float"): float,
@@ -36,9 +66,6 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("__builtin__", "dict"): dict,
 }
 
-
-class UnsafePickleError(ValueError):
-    """The pickle names a global outside the allow-list."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
