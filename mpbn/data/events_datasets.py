@@ -118,9 +118,12 @@ def cache_dir(root: Path, key: str) -> Path:
 
 
 def _cache_name(sample: EventSample, root: Path) -> str:
-    # The source size in the name invalidates the entry when the file is replaced.
+    # The source's size and modification time (ns) in the name invalidate the entry when the
+    # file is replaced, also by one of the same size (hashing every file on every run would
+    # read the whole dataset); only a copy that keeps both size and mtime goes unnoticed.
     relative = sample.path.relative_to(root).with_suffix("").as_posix().replace("/", "__")
-    return f"{relative}-{sample.path.stat().st_size}.npy"
+    info = sample.path.stat()
+    return f"{relative}-{info.st_size}-{info.st_mtime_ns}.npy"
 
 
 def _build_one(

@@ -144,6 +144,27 @@ def test_cifar10_dvs_loaders_and_cache(tmp_path):
     assert xt.shape == (5, 4, 2, 48, 48)
 
 
+def test_a_source_replaced_by_one_of_the_same_size_is_recomputed(tmp_path):
+    import os
+
+    root = tmp_path / "dvs"
+    _write_cifar10_dvs(root, per_class=11)
+    _, test, _ = create_loaders("cifar10-dvs", root, batch_size=2, timesteps=5)
+    before, _ = next(iter(test))
+    source = root / "airplane" / "cifar10_airplane_9.aedat"
+    size, stamp = source.stat().st_size, source.stat().st_mtime_ns
+    rng = np.random.default_rng(7)
+    _, y, p, t = _random_events(rng, 40)
+    write_aedat(source, np.full(40, 77), y, p, t)  # other columns, the same byte count
+    assert source.stat().st_size == size
+    os.utime(source, ns=(stamp + 10**9, stamp + 10**9))
+    _, test, _ = create_loaders("cifar10-dvs", root, batch_size=2, timesteps=5)
+    after, _ = next(iter(test))
+    reference = resize_frames(events_to_frames(read_aedat2(source), 5, (128, 128)), (48, 48))
+    torch.testing.assert_close(after[:, 0], torch.from_numpy(reference), atol=2e-2, rtol=1e-3)
+    assert not torch.equal(after[:, 0], before[:, 0])
+
+
 def test_cache_build_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     root = tmp_path / "dvs"
     _write_cifar10_dvs(root, per_class=2)
