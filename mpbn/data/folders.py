@@ -200,9 +200,26 @@ class FolderLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
+        batches = iter(self.loader)
+        while True:
+            try:
+                images, labels = next(batches)
+            except StopIteration:
+                return
+            except ValueError as error:
+                raise ValueError(_worker_message(error)) from None
             images = images.to(self.device, non_blocking=True).float().div_(255.0)
             yield normalize(images, self.mean, self.std), labels.to(self.device)
+
+
+def _worker_message(error: BaseException) -> str:
+    """The decoder's own one-line message (it names the file) out of a DataLoader worker's
+    "Caught ValueError in DataLoader worker process 1. Original Traceback ..." wrapper."""
+    text = str(error)
+    if "DataLoader worker" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.startswith("ValueError: ") else last
 
 
 def _is_image(path: Path) -> bool:

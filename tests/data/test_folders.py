@@ -89,3 +89,17 @@ def test_random_resized_crop_box_is_inside_and_in_ratio():
         assert 0 <= left < right <= 50 and 0 <= top < bottom <= 40
     # Too narrow for any crop in the ratio range: the centred 10x13 fallback.
     assert random_resized_crop_box((10, 100), (1, 1), (3 / 4, 4 / 3), rng) == (0, 43, 10, 56)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_names_its_file_also_from_a_worker(tmp_path, workers):
+    _imagenet(tmp_path)
+    bad = sorted((tmp_path / "val").rglob("*.JPEG"))[0]
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    _, test, _ = create_loaders("imagenet", tmp_path, batch_size=2, num_workers=workers)
+    with pytest.raises(ValueError) as error:
+        for _ in test:
+            pass
+    first_line = str(error.value).splitlines()[0]
+    assert first_line.startswith(f"{bad}: not a decodable image"), first_line
+    assert "DataLoader worker" not in str(error.value)
