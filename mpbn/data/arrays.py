@@ -42,6 +42,20 @@ def take_subset(data: ArrayDataset, size: int | None, seed: int) -> ArrayDataset
     return ArrayDataset(data.images[index], data.labels[index])
 
 
+def _check_split(data: ArrayDataset, part: str, name: str, num_classes: int) -> None:
+    """A one-line error for an empty split or labels outside ``[0, num_classes)`` (they would
+    train on nothing and exit 0, or fail much later inside the loss)."""
+    if len(data.labels) == 0:
+        raise ValueError(f"dataset {name!r}: the {part} split has no samples")
+    if len(data.images) != len(data.labels):
+        raise ValueError(f"dataset {name!r}: the {part} split has {len(data.images)} samples "
+                         f"but {len(data.labels)} labels")
+    low, high = int(data.labels.min()), int(data.labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"dataset {name!r}: {part} labels span [{low}, {high}], outside the "
+                         f"{num_classes} classes [0, {num_classes - 1}]")
+
+
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images ``[N, C, H, W]`` scaled to ``[0, 1]``, rounded
     to 4 decimals."""
@@ -76,6 +90,8 @@ def in_memory_loaders(
     ``train`` first (:func:`~mpbn.data.sampling.holdout_split`), ``train_subset`` is then
     drawn from the rest.
     """
+    for part, data in (("training", train), ("test", test)):
+        _check_split(data, part, request.name, num_classes)
     held: ArrayDataset | None = None
     if request.holdout is not None:
         keep, held_index = holdout_split(train.labels, request.holdout)

@@ -89,3 +89,20 @@ def test_create_splits_refuses_streaming_datasets_before_reading(tmp_path):
         create_splits("imagenet", tmp_path / "missing", holdout=10)
     with pytest.raises(ValueError, match="holdout must be a positive number"):
         create_splits("digits", holdout=0)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.zeros(0, dtype=np.int64), "the training split has no samples"),
+    (np.array([0, 1, 7, 2]), r"training labels span \[0, 7\], outside the 4 classes \[0, 3\]"),
+    (np.array([0, -1, 2, 3]), r"training labels span \[-1, 3\]"),
+])
+def test_empty_splits_and_labels_out_of_range_are_refused(labels, message):
+    from dataclasses import replace
+
+    train = ArrayDataset(np.zeros((len(labels), 1, 2, 2), np.uint8), labels)
+    test, _ = _indexed_split(8)
+    request = replace(_indexed_request(), holdout=None)
+    with pytest.raises(ValueError, match=message):
+        in_memory_loaders(request, train, test, spec=None, mean=None, std=None, layout="image",
+                          scale=1.0, num_classes=4, input_shape=(1, 2, 2), kind="static",
+                          timesteps=None, split="toy")
