@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or getattr(args, "func", None)
     if handler is None:
         parser.error(f"unknown command {args.command!r}")
+    from mpbn.data.download import DownloadError
     from mpbn.engine.checkpoint import CheckpointError
     from mpbn.engine.train import TrainingDiverged
 
@@ -417,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"mpbn: error: {error}", file=sys.stderr)
         return 1
-    except (CLIError, ValueError, FileNotFoundError, CheckpointError, KeyError) as error:
+    except (CLIError, ValueError, FileNotFoundError, CheckpointError, KeyError,
+            DownloadError) as error:
         if os.environ.get("MPBN_DEBUG"):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)

@@ -115,12 +115,18 @@ def check_md5(path: Path, expected: str | None, *, strict: bool) -> bool:
     return False
 
 
-def fetch(url: str, destination: Path, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+def fetch(url: str, destination: Path, timeout: float = DEFAULT_TIMEOUT_S,
+          place_as: Path | None = None) -> None:
     """Copy ``url`` to ``destination`` (any scheme urllib knows, including ``file://``).
+
+    Args:
+        place_as: The file a user should put in place by hand if the download fails (the final
+            name, when ``destination`` is a temporary one); default ``destination``.
 
     Raises:
         DownloadError: When the URL cannot be reached.
     """
+    place_as = destination if place_as is None else place_as
     try:
         with (
             urllib.request.urlopen(url, timeout=timeout) as response,
@@ -130,8 +136,8 @@ def fetch(url: str, destination: Path, timeout: float = DEFAULT_TIMEOUT_S) -> No
     except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(
-            f"could not download {url} ({reason}); without network access, place "
-            f"{destination.name} under {destination.parent} by hand"
+            f"could not download {url} ({reason}); without network access, download it "
+            f"elsewhere and place it as {place_as}"
         ) from None
 
 
@@ -160,7 +166,7 @@ def download(url: str, root: Path, filename: str, md5: str | None) -> Path:
         return target
     partial = root / f".{filename}.part{os.getpid()}"
     try:
-        fetch(url, partial)
+        fetch(url, partial, place_as=target)
         actual = md5sum(partial)
         if md5 is not None and actual != md5:
             raise DownloadError(f"downloaded {url} has MD5 {actual}, expected {md5}; not kept")

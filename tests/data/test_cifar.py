@@ -95,8 +95,25 @@ def test_download_with_wrong_md5_keeps_nothing(tmp_path, monkeypatch):
 
 
 def test_unreachable_download_says_where_to_put_files(tmp_path):
-    with pytest.raises(download_module.DownloadError, match="place .* by hand"):
+    with pytest.raises(download_module.DownloadError) as error:
         download_module.download((tmp_path / "nope.tar.gz").as_uri(), tmp_path / "r", "x", None)
+    # The final name, never the temporary .part file.
+    target = tmp_path / "r" / "x"
+    assert str(error.value).endswith(f"download it elsewhere and place it as {target}")
+    assert ".part" not in str(error.value)
+
+
+def test_an_offline_download_is_a_one_line_cli_error(tmp_path, monkeypatch, capsys):
+    from mpbn.cli import main
+
+    monkeypatch.setitem(cifar_module.VARIANTS, "cifar10", type(cifar_module.CIFAR10)(
+        **{**cifar_module.CIFAR10.__dict__, "url": (tmp_path / "offline.tar.gz").as_uri()}))
+    status = main(["train", "--set", "data.name=cifar10", "model.name=small_cnn",
+                   "optim.epochs=1", "--data-root", str(tmp_path), "--download",
+                   "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "could not download" in err and "cifar-10-python.tar.gz" in err
 
 
 def test_pickle_with_os_system_is_refused(cifar10_root):
