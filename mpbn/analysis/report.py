@@ -8,6 +8,7 @@ dataset not on this machine) becomes a one-line note instead of an error.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -136,12 +137,20 @@ class _Page:
 
 def _section(page: _Page, title: str, body: Callable[[], None]) -> None:
     page.add(f"## {title}", "")
+    # One line per section as it starts and ends: a landscape or robustness sweep of a large
+    # model takes minutes, and a silent terminal looks hung.
+    print(f"report: {title} ...", flush=True)
+    start = time.perf_counter()
     try:
         body()
     except Exception as error:  # a report must survive one broken piece
         where = traceback.extract_tb(error.__traceback__)[-1]
         page.note(f"Not available: {type(error).__name__}: {error} "
                   f"({Path(where.filename).name}:{where.lineno}).")
+        print(f"report: {title} not available ({type(error).__name__}), "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+        return
+    print(f"report: {title} done, {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def _png(files: Sequence[str]) -> str:

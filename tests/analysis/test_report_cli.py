@@ -43,7 +43,7 @@ def test_mean_std_text_matches_numpy():
     assert mean_std_text([]) == "-" and mean_std_text([1.234]) == "1.23"
 
 
-def test_report_has_every_section_and_survives_missing_pieces(tmp_path):
+def test_report_has_every_section_and_survives_missing_pieces(tmp_path, capsys):
     full = _make_run(tmp_path, "bntt_mpbn", "bntt", "channel")
     bare = _make_run(tmp_path, "no_ckpt", "bn", None, with_checkpoint=False)
     opts = ReportOptions(n_samples=32, batch_size=32, landscape_points=3, sigmas=(0.0, 0.2),
@@ -60,6 +60,10 @@ def test_report_has_every_section_and_survives_missing_pieces(tmp_path):
     assert "spike mismatch folded vs unfolded 0 of" in text
     for image in [line.split("](")[1][:-1] for line in text.splitlines() if line.startswith("![")]:
         assert (path.parent / image).is_file(), image
+    # Progress: one line as each section starts and one as it ends, with its time.
+    printed = capsys.readouterr().out
+    for title in ("Convergence", "Loss landscape", "Robustness"):
+        assert f"report: {title} ..." in printed and f"report: {title} done, " in printed
 
 
 def test_cli_registers_and_runs(tmp_path):
