@@ -9,6 +9,8 @@ the epoch time and the budget it implies::
     python benchmarks/reference_epoch.py                       # synthetic 50,000 images
     python benchmarks/reference_epoch.py --data-root DIR       # real CIFAR-10 (same cost)
     python benchmarks/reference_epoch.py --steps 60            # time 60 steps, extrapolate
+    python benchmarks/reference_epoch.py --also cifar10-fast-t1-baseline   # + epochs in budget
+    python benchmarks/reference_epoch.py --log runs/fast/reference_epochs.jsonl  # keep a record
 
 The data's content does not change the time (dense convs; the loader does the same gathers and
 augmentation either way), so synthetic uint8 images of CIFAR's shape are the default and the
@@ -23,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import sys
 import time
 
@@ -67,22 +70,61 @@ class _FirstSteps:
             yield batch
 
 
-def synthetic_cifar(batch_size: int, seed: int = 0) -> tuple[DeviceLoader, object]:
+def synthetic_cifar(batch_size: int, seed: int = 0, images_count: int = TRAIN_IMAGES
+                    ) -> tuple[DeviceLoader, object]:
     """A training loader over random uint8 images of CIFAR-10's shape, with its augmentation."""
     from mpbn.data import DatasetInfo
 
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (TRAIN_IMAGES, 3, 32, 32), dtype=torch.uint8,
+    images = torch.randint(0, 256, (images_count, 3, 32, 32), dtype=torch.uint8,
                            generator=generator)
-    labels = torch.randint(0, 10, (TRAIN_IMAGES,), generator=generator)
+    labels = torch.randint(0, 10, (images_count,), generator=generator)
     loader = DeviceLoader(images, labels, batch_size=batch_size, shuffle=True,
                           augment=AugmentSpec(crop_padding=4, flip=True, cutout=16),
                           mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
                           seed=seed)
     info = DatasetInfo(name="cifar10", num_classes=10, input_shape=(3, 32, 32), mean=None,
                        std=None, kind="static", timesteps=None, split="synthetic",
-                       num_train=TRAIN_IMAGES, num_test=0)
+                       num_train=images_count, num_test=0)
     return loader, info
+
+
+def epoch_seconds(preset: str, *, data_root: str | None, steps: int | None,
+                  warmup: int) -> dict:
+    """One training epoch of ``preset`` over all CIFAR-10 training images it trains on (the
+    50,000, minus its ``data.holdout``, ignoring any ``train_subset``): measured seconds."""
+    cfg = get_preset(preset)
+    cfg.data.train_subset = None
+    cfg.run.log_interval = 10**9  # no host reads inside the timed steps but the epoch's last
+    count = TRAIN_IMAGES - (cfg.data.holdout or 0)
+    if data_root:
+        from mpbn.data import create_splits
+
+        cfg.data.root = data_root
+        splits = create_splits("cifar10", data_root, holdout=cfg.data.holdout,
+                               batch_size=cfg.data.batch_size, cutout=cfg.data.cutout, seed=0)
+        loader, info = splits.train, splits.info
+    else:
+        loader, info = synthetic_cifar(cfg.data.batch_size, images_count=count)
+    dist = DistInfo(device=torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model(cfg, info)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, len(loader))
+    full_steps = len(loader)
+
+    def timed(count_steps: int, epoch: int) -> float:
+        start = time.perf_counter()
+        train_one_epoch(model, _FirstSteps(loader, count_steps), optimizer, scheduler, cfg,
+                        dist, epoch=epoch, global_step=0, show_progress=False)
+        return time.perf_counter() - start
+
+    timed(warmup, epoch=1)
+    timed_steps = full_steps if steps is None else max(1, min(steps, full_steps))
+    seconds = timed(timed_steps, epoch=2)
+    return {"preset": preset, "images": info.num_train, "steps_timed": timed_steps,
+            "steps_per_epoch": full_steps, "seconds_timed": seconds,
+            "epoch_seconds": seconds * full_steps / timed_steps, "epochs": cfg.optim.epochs}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -92,58 +134,52 @@ def main(argv: list[str] | None = None) -> dict:
                         help="time only this many steps after the warm-up and extrapolate")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--also", nargs="+", default=[], metavar="PRESET",
+                        help="also time these presets' epochs and say how many fit the budget")
     parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--log", help="append the result as one JSON line to this file (a "
+                        "record of every work period's reference epoch)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    cfg = get_preset(REFERENCE_PRESET)
-    cfg.run.log_interval = 10**9  # no host reads inside the timed steps but the epoch's last
-    if args.data_root:
-        from mpbn.data import create_loaders
-
-        cfg.data.root = args.data_root
-        loader, _, info = create_loaders("cifar10", args.data_root, batch_size=cfg.data.batch_size,
-                                         cutout=cfg.data.cutout, seed=0)
-    else:
-        loader, info = synthetic_cifar(cfg.data.batch_size)
-    dist = DistInfo(device=torch.device("cpu"))
-    torch.manual_seed(0)
-    model = build_model(cfg, info)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, len(loader))
-    full_steps = len(loader)
-
-    def timed(steps: int, epoch: int) -> float:
-        start = time.perf_counter()
-        train_one_epoch(model, _FirstSteps(loader, steps), optimizer, scheduler, cfg, dist,
-                        epoch=epoch, global_step=0, show_progress=False)
-        return time.perf_counter() - start
-
-    timed(args.warmup, epoch=1)
-    steps = full_steps if args.steps is None else max(1, min(args.steps, full_steps))
-    seconds = timed(steps, epoch=2)
-    epoch_seconds = seconds * full_steps / steps
+    reference = epoch_seconds(REFERENCE_PRESET, data_root=args.data_root, steps=args.steps,
+                              warmup=args.warmup)
+    seconds = reference["epoch_seconds"]
+    budget = budget_minutes(seconds)
+    others = [epoch_seconds(name, data_root=args.data_root, steps=args.steps,
+                            warmup=args.warmup) for name in args.also]
+    for other in others:
+        other["epochs_in_budget"] = budget * 60.0 / other["epoch_seconds"]
     result = {
-        "reference_preset": REFERENCE_PRESET, "steps_timed": steps, "steps_per_epoch": full_steps,
-        "images": TRAIN_IMAGES if not args.data_root else info.num_train,
-        "data": args.data_root or "synthetic", "seconds_timed": seconds,
-        "epoch_seconds": epoch_seconds, "budget_minutes": budget_minutes(epoch_seconds),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reference_preset": REFERENCE_PRESET,
+        **{k: reference[k] for k in ("steps_timed", "steps_per_epoch", "images",
+                                     "seconds_timed", "epoch_seconds")},
+        "data": args.data_root or "synthetic", "budget_minutes": budget, "also": others,
         "threads": torch.get_num_threads(), "allocator": allocator(), "torch": torch.__version__,
-        "cpus": os.cpu_count(),
+        "cpus": os.cpu_count(), "host": platform.processor() or platform.machine(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"allocator: {allocator()}, load average {result['load_average']}")
-    what = "the whole epoch" if steps == full_steps else f"{steps} of {full_steps} steps"
-    print(f"reference epoch ({REFERENCE_PRESET}, {result['images']} images, {what}): "
-          f"{epoch_seconds:.1f} s")
-    print(f"budget: {BUDGET_MINUTES:.0f} min x {epoch_seconds:.1f} s / {REFERENCE_SECONDS:.0f} s "
-          f"= {result['budget_minutes']:.1f} min of train_time")
+    full = reference["steps_timed"] == reference["steps_per_epoch"]
+    what = "the whole epoch" if full else (f"{reference['steps_timed']} of "
+                                            f"{reference['steps_per_epoch']} steps")
+    print(f"reference epoch ({REFERENCE_PRESET}, {reference['images']} images, {what}): "
+          f"{seconds:.1f} s")
+    print(f"budget: {BUDGET_MINUTES:.0f} min x {seconds:.1f} s / {REFERENCE_SECONDS:.0f} s "
+          f"= {budget:.1f} min of train_time")
+    for other in others:
+        print(f"{other['preset']}: {other['epoch_seconds']:.1f} s per epoch "
+              f"({other['images']} images; {other['epoch_seconds'] / seconds:.2f} reference "
+              f"epochs): {other['epochs_in_budget']:.1f} epochs fit the budget (preset: "
+              f"{other['epochs']}; evaluation of the held-out split not included)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)
-    if not math.isfinite(epoch_seconds):
+    if args.log:
+        with open(args.log, "a") as handle:
+            handle.write(json.dumps(result) + "\n")
+    if not math.isfinite(seconds):
         sys.exit(1)
     return result
 

@@ -170,10 +170,17 @@ def test_reference_epoch_times_steps_and_scales_the_budget(tmp_path, capsys):
     threads = torch.get_num_threads()
     try:
         result = reference.main(["--steps", "2", "--warmup", "1", "--threads", "1",
-                                 "--json", str(tmp_path / "ref.json")])
+                                 "--json", str(tmp_path / "ref.json"), "--also",
+                                 "cifar10-fast-t1-baseline", "--log", str(tmp_path / "log")])
     finally:
         torch.set_num_threads(threads)  # the setting is process-wide
     assert result["steps_timed"] == 2 and result["steps_per_epoch"] == 391
     assert result["epoch_seconds"] == pytest.approx(result["seconds_timed"] * 391 / 2)
     assert "allocator" in result and (tmp_path / "ref.json").exists()
-    assert "budget: 60 min x" in capsys.readouterr().out
+    (fast,) = result["also"]
+    assert fast["images"] == 45_000 and fast["steps_per_epoch"] == 176  # 5k held out, batch 256
+    assert fast["epochs_in_budget"] == pytest.approx(
+        result["budget_minutes"] * 60 / fast["epoch_seconds"])
+    assert len((tmp_path / "log").read_text().splitlines()) == 1
+    out = capsys.readouterr().out
+    assert "budget: 60 min x" in out and "epochs fit the budget" in out
