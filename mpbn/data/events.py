@@ -1,12 +1,14 @@
-"""Event-camera readers (AEDAT 2.0 / jAER, N-MNIST binary) and event-to-frame integration.
+"""Event-camera readers (AEDAT 2.0 / jAER, AEDAT 3.1 / cAER, N-MNIST binary) and
+event-to-frame integration.
 
 The readers are hand-written numpy (a few lines each) rather than ``tonic``: tonic 1.7.0 is
 pure Python and does not pull torch, but it requires librosa, scipy, h5py, importRosbag and
-expelliarmus, a large install for two fixed binary layouts (see docs/DATA.md).
+expelliarmus, a large install for three fixed binary layouts (see docs/DATA.md).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,14 @@ _AEDAT_EVENT_BYTES = 8
 #: DVS128 recordings a few hundred): a file past it is not an event sample, and is not read.
 MAX_EVENT_FILE_BYTES = 2 << 30
 _NMNIST_EVENT_BYTES = 5
+# AEDAT 3.1 (libcaer's events/common.h and events/polarity.h): a packet is a 28-byte header of
+# little-endian int16 eventType, eventSource, then int32 eventSize, eventTSOffset,
+# eventTSOverflow, eventCapacity, eventNumber, eventValid, followed by eventCapacity events of
+# eventSize bytes of which the first eventNumber are in use.
+_AEDAT31_PACKET_HEADER = struct.Struct("<hhiiiiii")
+_AEDAT31_POLARITY_EVENT = 1
+_AEDAT31_TS_OVERFLOW_SHIFT = 31
+_AEDAT31_END_HEADER = b"#!END-HEADER"
 
 
 @dataclass
@@ -55,7 +65,10 @@ def _skip_aedat_header(blob: bytes, source: Path) -> int:
         line = blob[position:end].strip()
         if line.startswith(b"#!AER-DAT") and not line.startswith(b"#!AER-DAT2"):
             version = line[len(b"#!AER-DAT") :].decode("ascii", "replace")
-            raise ValueError(f"{source}: AEDAT version {version} is not supported (expected 2.0)")
+            hint = "; read_aedat31 reads AEDAT 3.1" if version.startswith("3.1") else ""
+            raise ValueError(
+                f"{source}: AEDAT version {version} is not supported (expected 2.0{hint})"
+            )
         position = end + 1
     return position
 
@@ -94,6 +107,107 @@ def read_aedat2(path: str | Path) -> Events:
         y=(address & 0x7F00) >> 8,
         polarity=address & 1,
         timestamp=pairs[keep, 1].astype(np.int64),
+    )
+
+
+def _aedat31_body_offset(blob: bytes, source: Path) -> int:
+    """Check the version line and return the offset just past the '#!END-HEADER' line.
+
+    The end line is required in 3.1 (3.0 had none): without it the first event packet could
+    start with the byte '#' and be taken for a header line.
+    """
+    line_end = blob.find(b"\n")
+    first = blob[: line_end if line_end >= 0 else 64].strip()
+    if not first.startswith(b"#!AER-DAT"):
+        raise ValueError(f"{source}: not an AEDAT file (no '#!AER-DAT' version line first)")
+    version = first[len(b"#!AER-DAT") :][:16].decode("ascii", "replace")
+    if version.startswith("2."):
+        raise ValueError(
+            f"{source}: AEDAT {version} file (jAER, as CIFAR10-DVS ships); read it with read_aedat2"
+        )
+    if version != "3.1":
+        raise ValueError(f"{source}: AEDAT version {version} is not supported (expected 3.1)")
+    position = 0
+    while position < len(blob) and blob[position] == ord("#"):
+        end = blob.find(b"\n", position)
+        if end < 0:
+            break
+        if blob[position:end].strip() == _AEDAT31_END_HEADER:
+            return end + 1
+        position = end + 1
+    raise ValueError(
+        f"{source}: AEDAT 3.1 header has no '#!END-HEADER' line (truncated or not a 3.1 file?)"
+    )
+
+
+def read_aedat31(path: str | Path) -> Events:
+    """Read the polarity events of an AEDAT 3.1 (cAER) file, as DVS128 Gesture ships.
+
+    Layout (iniVation's AEDAT 3.1 description; libcaer ``events/common.h``, ``polarity.h``):
+    ASCII header lines starting with '#', the first ``#!AER-DAT3.1``, the last
+    ``#!END-HEADER``; then event packets, each a 28-byte little-endian header (``eventType``
+    int16, ``eventSource`` int16, then int32 ``eventSize``, ``eventTSOffset``,
+    ``eventTSOverflow``, ``eventCapacity``, ``eventNumber``, ``eventValid``) followed by
+    ``eventCapacity * eventSize`` bytes, of which the first ``eventNumber`` events are in use.
+    A polarity event (``eventType`` 1, 8 bytes) is uint32 ``data`` and int32 ``timestamp``:
+    bit 0 of ``data`` is the validity mark, bit 1 the polarity (1 = ON), bits 2-16 y and bits
+    17-31 x, origin in the upper left; the timestamp in microseconds is
+    ``(eventTSOverflow << 31) + timestamp``. Packets of other types (special, frame, IMU)
+    are skipped, and so are events whose validity bit is 0.
+
+    Args:
+        path: File to read.
+
+    Returns:
+        The valid polarity events, in file order.
+
+    Raises:
+        ValueError: One line naming the file when the header is missing its version or end
+            line, the version is not 3.1 (an AEDAT 2.0 file: use :func:`read_aedat2`), a packet
+            is truncated or malformed, or no valid polarity event is left.
+    """
+    path = Path(path)
+    blob = read_regular_file(path, "an AEDAT 3.1 event file", MAX_EVENT_FILE_BYTES)
+    offset = _aedat31_body_offset(blob, path)
+    header_size = _AEDAT31_PACKET_HEADER.size
+    words, overflows = [], []
+    while offset < len(blob):
+        if len(blob) - offset < header_size:
+            raise ValueError(f"{path}: {len(blob) - offset} bytes after the last packet, less "
+                             f"than a {header_size}-byte packet header (truncated AEDAT 3.1 file?)")
+        kind, _, size, _, overflow, capacity, number, _ = _AEDAT31_PACKET_HEADER.unpack_from(
+            blob, offset
+        )
+        if size <= 0 or capacity < 0 or not 0 <= number <= capacity or overflow < 0:
+            raise ValueError(f"{path}: malformed AEDAT 3.1 packet header at byte {offset} "
+                             f"(eventSize {size}, eventCapacity {capacity}, eventNumber {number})")
+        start = offset + header_size
+        offset = start + size * capacity
+        if offset > len(blob):
+            raise ValueError(f"{path}: the packet at byte {start - header_size} needs "
+                             f"{size * capacity} bytes, {len(blob) - start} are left "
+                             "(truncated AEDAT 3.1 file?)")
+        if kind != _AEDAT31_POLARITY_EVENT or number == 0:
+            continue
+        if size != _AEDAT_EVENT_BYTES:
+            raise ValueError(f"{path}: polarity packet at byte {start - header_size} has "
+                             f"{size}-byte events (expected 8)")
+        words.append(np.frombuffer(blob, dtype="<u4", count=2 * number, offset=start))
+        overflows.append(np.full(number, overflow, dtype=np.int64))
+    if not words:
+        raise ValueError(f"{path}: no polarity events in AEDAT 3.1 file")
+    pairs = np.concatenate(words).reshape(-1, 2)
+    data = pairs[:, 0].astype(np.int64)
+    keep = (data & 1) == 1
+    if not keep.any():
+        raise ValueError(f"{path}: no valid polarity events in AEDAT 3.1 file")
+    data = data[keep]
+    timestamp = pairs[keep, 1].view("<i4").astype(np.int64)
+    return Events(
+        x=(data >> 17) & 0x7FFF,
+        y=(data >> 2) & 0x7FFF,
+        polarity=(data >> 1) & 1,
+        timestamp=(np.concatenate(overflows)[keep] << _AEDAT31_TS_OVERFLOW_SHIFT) + timestamp,
     )
 
 

@@ -1,9 +1,10 @@
-"""CIFAR10-DVS and N-MNIST: event files -> cached frames -> :class:`DeviceLoader`.
+"""CIFAR10-DVS, N-MNIST and DVS128 Gesture: event files -> cached frames -> :class:`DeviceLoader`.
 
 Frames are computed once per ``(T, size)`` and cached as one ``.npy`` per sample, each written
 under a temporary name and renamed into place, so an interrupted build never leaves a partial
 cache file. The cache lives in ``root/.mpbn_cache`` (or, when root is read-only, under
-``~/.cache/mpbn/frames``).
+``~/.cache/mpbn/frames``). A sample is a whole file (CIFAR10-DVS, N-MNIST) or a labelled time
+window of a long recording (DVS128 Gesture); a recording is read once for all its windows.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from .download import check_root
 from .events import (
     DVS128_SENSOR,
     NMNIST_SENSOR,
+    Events,
     events_to_frames,
     read_aedat2,
+    read_aedat31,
     read_nmnist,
     resize_frames,
 )
@@ -48,10 +51,12 @@ SPLITS = {
 
 @dataclass(frozen=True)
 class EventSample:
-    """One event file with its label and rank within its class (file index order)."""
+    """One sample: an event file, its label and, for samples cut from a long recording, the
+    time window ``(start, end)`` in microseconds (events with ``start <= t < end``)."""
 
     path: Path
     label: int
+    window: tuple[int, int] | None = None
 
 
 def _file_index(path: Path) -> tuple[int, str]:
@@ -122,29 +127,47 @@ def _cache_name(sample: EventSample, root: Path) -> str:
     # file is replaced, also by one of the same size (hashing every file on every run would
     # read the whole dataset); only a copy that keeps both size and mtime goes unnoticed.
     relative = sample.path.relative_to(root).with_suffix("").as_posix().replace("/", "__")
+    if sample.window is not None:
+        relative += f"-t{sample.window[0]}-{sample.window[1]}"
     info = sample.path.stat()
     return f"{relative}-{info.st_size}-{info.st_mtime_ns}.npy"
 
 
+def _in_window(events: Events, window: tuple[int, int] | None) -> Events:
+    if window is None:
+        return events
+    keep = (events.timestamp >= window[0]) & (events.timestamp < window[1])
+    return Events(events.x[keep], events.y[keep], events.polarity[keep], events.timestamp[keep])
+
+
 def _build_one(
-    job: tuple[Path, Path],
+    job: tuple[Path, list[tuple[tuple[int, int] | None, Path]]],
     reader: Callable,
     timesteps: int,
     sensor: tuple[int, int],
     size: tuple[int, int],
     dtype: str,
 ) -> None:
-    source, target = job
-    frames = resize_frames(events_to_frames(reader(source), timesteps, sensor), size)
-    if dtype == "uint8":
-        frames = np.minimum(frames, 255)
-    partial_path = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(partial_path, "wb") as handle:
-            np.save(handle, frames.astype(dtype))
-        os.replace(partial_path, target)
-    finally:
-        partial_path.unlink(missing_ok=True)
+    """Frames of every pending sample of one source file: ``job`` is ``(source, [(window,
+    target), ...])``; the file is read once."""
+    source, pending = job
+    events = reader(source)
+    if len(events) and (events.x.max() >= sensor[1] or events.y.max() >= sensor[0]):
+        # A coordinate past the sensor would be counted in another pixel's bin, silently.
+        raise ValueError(f"{source}: event coordinates up to ({events.x.max()}, "
+                         f"{events.y.max()}) lie outside the {sensor[1]}x{sensor[0]} sensor")
+    for window, target in pending:
+        frames = events_to_frames(_in_window(events, window), timesteps, sensor)
+        frames = resize_frames(frames, size)
+        if dtype == "uint8":
+            frames = np.minimum(frames, 255)
+        partial_path = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(partial_path, "wb") as handle:
+                np.save(handle, frames.astype(dtype))
+            os.replace(partial_path, target)
+        finally:
+            partial_path.unlink(missing_ok=True)
 
 
 def cached_frames(
@@ -166,7 +189,11 @@ def cached_frames(
     key = f"frames-v{CACHE_VERSION}-T{timesteps}-{size[0]}x{size[1]}-{dtype}"
     folder = cache_dir(root, key)
     targets = [folder / _cache_name(sample, root) for sample in samples]
-    jobs = [(s.path, t) for s, t in zip(samples, targets, strict=True) if not t.exists()]
+    pending: dict[Path, list] = {}
+    for sample, target in zip(samples, targets, strict=True):
+        if not target.exists():
+            pending.setdefault(sample.path, []).append((sample.window, target))
+    jobs = list(pending.items())
     build = partial(
         _build_one, reader=reader, timesteps=timesteps, sensor=sensor, size=size, dtype=dtype
     )
@@ -285,4 +312,126 @@ def _build_nmnist(request: LoaderRequest):
         request, train, test, reader=read_nmnist, sensor=NMNIST_SENSOR, size=NMNIST_SENSOR,
         spec=spec, num_classes=10, split="nmnist:official-train/test",
         class_names=tuple(str(d) for d in range(10)),
+    )  # fmt: skip
+
+
+# DVS128 Gesture (Amir et al., CVPR 2017): 122 AEDAT 3.1 recordings of 29 users under several
+# lightings, each cut into labelled gestures by its ``<recording>_labels.csv``; the release's
+# ``trials_to_train.txt`` / ``trials_to_test.txt`` name the recordings of each split (users
+# 1-23 train, 24-29 test: 1,176 / 288 samples, one per row of the label files).
+DVS128_GESTURE_CLASSES = (
+    "hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
+    "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise",
+    "arm_roll", "air_drums", "air_guitar", "other_gestures",
+)  # fmt: skip
+#: Split name -> frame size. All use the official trials split; they differ in the size the
+#: 128x128 sensor frames are area-averaged to (2x2 blocks for 64, none for 128).
+GESTURE_SPLITS = {"official-64": (64, 64), "official-128": (128, 128), "official-48": (48, 48)}
+GESTURE_TRIALS = ("trials_to_train.txt", "trials_to_test.txt")
+
+
+def find_dvs128_gesture(root: Path) -> Path:
+    """The folder holding the trials files: ``root/DvsGesture`` (the release's layout after
+    ``tar xzf DvsGesture.tar.gz``) or ``root`` itself.
+
+    Raises:
+        FileNotFoundError: When neither holds ``trials_to_train.txt``.
+    """
+    for folder in (root / "DvsGesture", root):
+        if (folder / GESTURE_TRIALS[0]).is_file():
+            return folder
+    packed = (root / "DvsGesture.tar.gz").is_file()
+    hint = "; extract the archive first: tar xzf DvsGesture.tar.gz" if packed else ""
+    raise FileNotFoundError(
+        f"{root}: expected DVS128 Gesture's DvsGesture/ folder with trials_to_train.txt, "
+        f"trials_to_test.txt, user*.aedat and user*_labels.csv{hint}"
+    )
+
+
+def read_gesture_labels(path: Path) -> list[tuple[int, int, int]]:
+    """Rows ``(label, start_us, end_us)`` of a ``*_labels.csv``, label 0..10 (the file's class
+    minus one). Columns ``class, startTime_usec, endTime_usec`` (comma- or tab-separated, one
+    header line).
+
+    Raises:
+        FileNotFoundError: When the file is missing.
+        ValueError: ``file:line`` and what is wrong, for a malformed row.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: label file of a DVS128 Gesture recording is missing")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = [f.strip() for f in line.replace("\t", ",").split(",")]
+        if not line.strip() or number == 1 and not fields[0].isdigit():
+            continue
+        if len(fields) < 3 or not all(f.isdigit() for f in fields[:3]):
+            raise ValueError(f"{path}:{number}: expected 'class,startTime_usec,endTime_usec'")
+        cls, start, end = (int(f) for f in fields[:3])
+        if not 1 <= cls <= len(DVS128_GESTURE_CLASSES):
+            raise ValueError(f"{path}:{number}: class {cls} outside 1..11")
+        if end <= start:
+            raise ValueError(f"{path}:{number}: endTime_usec {end} is not after startTime_usec "
+                             f"{start}")
+        rows.append((cls - 1, start, end))
+    if not rows:
+        raise ValueError(f"{path}: no labelled gesture in the label file")
+    return rows
+
+
+def _read_trials(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the DVS128 Gesture split file is missing")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path}: lists no recording")
+    return names
+
+
+def list_dvs128_gesture(root: Path) -> tuple[list[EventSample], list[EventSample]]:
+    """Samples of the official split: every row of each listed recording's label file, in
+    trials-file order, then row order.
+
+    Raises:
+        FileNotFoundError: When the folder, a listed recording or its label file is missing.
+        ValueError: When a recording is listed in both splits, or a label file is malformed.
+    """
+    folder = find_dvs128_gesture(root)
+    splits = []
+    for trials in GESTURE_TRIALS:
+        samples = []
+        for name in _read_trials(folder / trials):
+            recording = folder / name
+            if not recording.is_file():
+                raise FileNotFoundError(f"{recording}: listed in {trials} but missing")
+            labels = recording.with_name(f"{recording.stem}_labels.csv")
+            samples += [EventSample(recording, label, (start, end))
+                        for label, start, end in read_gesture_labels(labels)]
+        splits.append(samples)
+    both = {s.path for s in splits[0]} & {s.path for s in splits[1]}
+    if both:
+        raise ValueError(f"{folder}: {sorted(both)[0].name} is listed in both "
+                         f"{GESTURE_TRIALS[0]} and {GESTURE_TRIALS[1]}")
+    return splits[0], splits[1]
+
+
+@register("dvs128-gesture")
+def _build_dvs128_gesture(request: LoaderRequest):
+    check_root(request.root, "DVS128 Gesture's DvsGesture/ folder")
+    split = request.split or "official-64"
+    if split not in GESTURE_SPLITS:
+        raise ValueError(f"unknown dvs128-gesture split {split!r}; valid: "
+                         f"{', '.join(GESTURE_SPLITS)}")
+    if request.autoaugment:
+        raise ValueError("autoaugment is defined for RGB images, not event frames")
+    size = GESTURE_SPLITS[split]
+    train, test = list_dvs128_gesture(request.root)
+    # A random shift of 1/16 of the side (4 px at 64x64, as CIFAR10-DVS's 4 px at 48x48), shared
+    # by all steps; no flip: mirrored, a right-hand wave is a left-hand wave (another class).
+    spec = AugmentSpec(crop_padding=size[0] // 16, flip=False, cutout=0) \
+        if request.augment else None  # fmt: skip
+    return _event_loaders(
+        request, train, test, reader=read_aedat31, sensor=DVS128_SENSOR, size=size, spec=spec,
+        num_classes=len(DVS128_GESTURE_CLASSES),
+        split=f"dvs128-gesture:official-trials, {size[0]}x{size[1]} frames",
+        class_names=DVS128_GESTURE_CLASSES,
     )  # fmt: skip

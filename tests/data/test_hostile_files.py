@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mpbn.data import cifar, mnist
-from mpbn.data.events import read_aedat2, read_nmnist
+from mpbn.data.events import read_aedat2, read_aedat31, read_nmnist
 from mpbn.data.safe_pickle import load_pickle
 
 
@@ -34,7 +34,7 @@ def no_hang():
     signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.parametrize("reader", [read_aedat2, read_nmnist])
+@pytest.mark.parametrize("reader", [read_aedat2, read_aedat31, read_nmnist])
 def test_event_readers_refuse_a_fifo_a_device_and_a_directory(tmp_path, reader):
     fifo = tmp_path / "sample.aedat"
     os.mkfifo(fifo)

@@ -77,4 +77,5 @@ def test_every_dataset_is_registered_by_its_own_module():
     assert owners["cifar10"] == owners["cifar100"] == "mpbn.data.cifar"
     assert owners["smnist"] == "mpbn.data.mnist"
     assert owners["imagenet"] == owners["tiny-imagenet"] == "mpbn.data.folders"
-    assert owners["cifar10-dvs"] == owners["nmnist"] == "mpbn.data.events_datasets"
+    assert owners["cifar10-dvs"] == owners["nmnist"] == owners["dvs128-gesture"] \
+        == "mpbn.data.events_datasets"

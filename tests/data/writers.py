@@ -81,3 +81,73 @@ def write_bs2(path: Path, x, y, p, t) -> None:
     out[:, 3] = (t >> 8) & 0xFF
     out[:, 4] = t & 0xFF
     path.write_bytes(out.tobytes())
+
+
+AEDAT31_HEADER = (b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n"
+                  b"#Start-Time: 2017-01-01 12:00:00 (TZ+0000)\r\n")
+
+
+def aedat31_packet(x, y, p, t, *, overflow: int = 0, valid=None, event_type: int = 1,
+                   capacity: int | None = None, event_size: int = 8) -> bytes:
+    """One AEDAT 3.1 event packet (libcaer layout): the 28-byte little-endian header, then
+    polarity events ``uint32 data, int32 timestamp`` with ``data = x << 17 | y << 2 | p << 1 |
+    valid``, zero-padded (invalid) up to ``capacity`` events."""
+    x, y, p, t = (np.asarray(v, dtype=np.uint32) for v in (x, y, p, t))
+    valid = np.ones(len(x), dtype=np.uint32) if valid is None else np.asarray(valid, np.uint32)
+    capacity = len(x) if capacity is None else capacity
+    # max(): a capacity below the event count (a malformed header) still writes every event.
+    events = np.zeros((max(capacity, len(x)), event_size // 4), dtype="<u4")
+    events[: len(x), 0] = (x << 17) | (y << 2) | (p << 1) | valid
+    events[: len(x), 1] = t
+    header = struct.pack("<hhiiiiii", event_type, 1, event_size, 4, overflow, capacity, len(x),
+                         int(valid.sum()))
+    return header + events.tobytes()
+
+
+def write_aedat31(path: Path, packets: list[bytes], *, header: bytes = AEDAT31_HEADER,
+                  end_header: bool = True) -> None:
+    """Write an AEDAT 3.1 file: ``header`` lines, ``#!END-HEADER``, then the packets."""
+    path.write_bytes(header + (b"#!END-HEADER\r\n" if end_header else b"") + b"".join(packets))
+
+
+def write_dvs128_gesture(root: Path, train=("user01_fluorescent", "user02_led"),
+                         test=("user24_lab",), classes=tuple(range(1, 12)), events: int = 24,
+                         seed: int = 0) -> dict[str, list[tuple[int, int, int]]]:
+    """Write a DVS128 Gesture release under ``root/DvsGesture``: one AEDAT 3.1 recording per
+    name (two polarity packets and a special-event packet in between), its
+    ``<name>_labels.csv`` with one row per class in ``classes``, and the two trials files.
+
+    Gesture ``i`` (class ``c``) lasts ``[1000 (i + 1), 1000 (i + 1) + 800)`` us with ``events``
+    events in column ``10 c + (0, 1 or 2)``; a few events between gestures belong to none.
+
+    Returns:
+        name -> its label rows ``(class, start, end)``.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "DvsGesture"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in (*train, *test):
+        rows, columns = [], []
+        for index, cls in enumerate(classes):
+            start = 1000 * (index + 1)
+            rows.append((cls, start, start + 800))
+            inside = np.sort(rng.integers(start, start + 800, events))
+            gap = np.sort(rng.integers(start + 800, start + 1000, 3))
+            columns.append((np.r_[10 * cls + rng.integers(0, 3, events), np.full(3, 127)],
+                            np.r_[inside, gap]))
+        x = np.concatenate([c[0] for c in columns])
+        t = np.concatenate([c[1] for c in columns])
+        y, p = rng.integers(0, 128, len(x)), rng.integers(0, 2, len(x))
+        half = len(x) // 2
+        write_aedat31(folder / f"{name}.aedat", [
+            aedat31_packet(x[:half], y[:half], p[:half], t[:half]),
+            aedat31_packet([0], [0], [0], [t[half]], event_type=0),  # a special event: skipped
+            aedat31_packet(x[half:], y[half:], p[half:], t[half:]),
+        ])
+        lines = ["class,startTime_usec,endTime_usec"] + [f"{c},{s},{e}" for c, s, e in rows]
+        (folder / f"{name}_labels.csv").write_text("\n".join(lines) + "\n")
+        written[name] = rows
+    for trials, names in (("trials_to_train.txt", train), ("trials_to_test.txt", test)):
+        (folder / trials).write_text("".join(f"{n}.aedat\n" for n in names) + "\n")
+    return written
