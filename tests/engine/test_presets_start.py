@@ -2,9 +2,10 @@
 
 Parametrized over :func:`mpbn.engine.presets.list_presets`, so a new preset is covered without
 editing this file. Each dataset is written once per session in its real on-disk format (CIFAR
-pickles, MNIST IDX, CIFAR10-DVS AEDAT, ImageNet/Tiny-ImageNet JPEG folders) and read by the
-dataset's own builder through the engine's :func:`~mpbn.engine.train.build_loaders`, so the
-input shape, class count, encoding and sequence kind are the dataset modules' own, not a copy.
+pickles, MNIST IDX, CIFAR10-DVS AEDAT 2.0, DVS128 Gesture AEDAT 3.1 with its label and trials
+files, ImageNet/Tiny-ImageNet JPEG folders) and read by the dataset's own builder through the
+engine's :func:`~mpbn.engine.train.build_loaders`, so the input shape, class count, encoding and
+sequence kind are the dataset modules' own, not a copy.
 
 Shrunk, and why that still proves the preset starts:
 
@@ -36,7 +37,12 @@ from mpbn.engine.evaluation import evaluate
 from mpbn.engine.loading import build_model
 from mpbn.engine.presets import get_preset, list_presets
 from mpbn.engine.train import build_loaders, build_optimizer, build_scheduler, train_one_epoch
-from tests.data.writers import write_aedat, write_cifar_folder, write_mnist
+from tests.data.writers import (
+    write_aedat,
+    write_cifar_folder,
+    write_dvs128_gesture,
+    write_mnist,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:checksum mismatch")
 
@@ -67,6 +73,8 @@ def _write_dataset(name: str, root: Path) -> None:
                 x, y = rng.integers(0, 128, 30), rng.integers(0, 128, 30)
                 p, t = rng.integers(0, 2, 30), np.sort(rng.integers(0, 100_000, 30))
                 write_aedat(root / cls / f"cifar10_{cls}_{index}.aedat", x, y, p, t)
+    elif name == "dvs128-gesture":
+        write_dvs128_gesture(root)  # 2 training and 1 test recording, 11 gestures each
     elif name == "imagenet":
         for split in ("train", "val"):
             for i, wnid in enumerate(("n01", "n02", "n03")):
