@@ -8,6 +8,7 @@ batch instead of 50,000 PIL calls.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,11 @@ class DeviceLoader:
         drop_last: Drop the last incomplete batch.
         pad_shards: Pad the order so all ranks get equal counts (training) instead of exact,
             possibly unequal shards (evaluation).
+
+    Mid-epoch resume: :meth:`state_dict` during an iteration says where it stands (epoch,
+    batches yielded, the augmentation generator's state after them); after
+    :meth:`load_state_dict` the next iteration continues from there, yielding exactly the
+    batches the interrupted one would have yielded next.
     """
 
     def __init__(
@@ -95,10 +101,14 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.pad_shards = shuffle if pad_shards is None else pad_shards
         self.epoch = 0
+        self._generator: torch.Generator | None = None  # of the iteration in progress
+        self._batches = 0  # batches that iteration has yielded
+        self._resume_from: dict[str, Any] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration replays."""
         self.epoch = int(epoch)
+        self._generator, self._batches = None, 0
 
     @property
     def num_samples(self) -> int:
@@ -120,14 +130,49 @@ class DeviceLoader:
             pad=self.pad_shards,
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the iteration in progress stands, for :meth:`load_state_dict`.
+
+        Returns:
+            ``{"epoch", "batches", "generator"}``: the epoch, the batches yielded so far and
+            the augmentation generator's state after them (a CPU uint8 tensor). Before any
+            batch of the current epoch: that epoch at batch 0.
+        """
+        if self._generator is None:
+            return {"epoch": self.epoch, "batches": 0,
+                    "generator": self._fresh_generator().get_state()}
+        return {"epoch": self.epoch, "batches": self._batches,
+                "generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration continue ``state``'s epoch after its ``batches``."""
+        batches = int(state["batches"])
+        self.set_epoch(int(state["epoch"]))
+        if not 0 <= batches <= len(self):
+            raise ValueError(f"cannot resume at batch {batches}: the epoch has {len(self)}")
+        self._resume_from = {"epoch": self.epoch, "batches": batches,
+                             "generator": state["generator"].cpu()}
+
+    def _fresh_generator(self) -> torch.Generator:
+        return make_generator(derive_seed(self.seed, self.epoch, self.rank, "augment"),
+                              self.device)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self._indices().to(self.device)
-        generator = make_generator(
-            derive_seed(self.seed, self.epoch, self.rank, "augment"), self.device
-        )
-        for batch in range(len(self)):
+        generator, start = self._fresh_generator(), 0
+        resume, self._resume_from = self._resume_from, None
+        if resume is not None:
+            if resume["epoch"] != self.epoch:
+                raise ValueError(f"the loaded state is of epoch {resume['epoch']}, but "
+                                 f"set_epoch({self.epoch}) came after it")
+            generator.set_state(resume["generator"])
+            start = resume["batches"]
+        self._generator, self._batches = generator, start
+        for batch in range(start, len(self)):
             index = indices[batch * self.batch_size : (batch + 1) * self.batch_size]
-            yield self._transform(self.data[index], generator), self.targets[index]
+            x = self._transform(self.data[index], generator)
+            self._batches = batch + 1  # before the yield: the consumer may save state now
+            yield x, self.targets[index]
 
     def _transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment, scale and normalize one gathered batch, then lay it out."""
