@@ -194,6 +194,10 @@ class RunConfig:
             or conv-norm-LIF layers) per checkpointed segment; 0 keeps every activation.
         sync_norm: Synchronize norm and MPBN statistics over ranks (DDP).
         log_interval: Steps between progress-bar updates (the only per-step host syncs).
+        checkpoint_every: Also write ``last.pt`` every this many optimizer steps (global
+            steps) within an epoch, from which ``--resume`` continues mid-epoch exactly; 0:
+            at epoch ends only. Needs a training loader with ``state_dict``/``load_state_dict``
+            (the in-memory datasets' ``DeviceLoader``).
         fold: Fold MPBN into thresholds after training and evaluate the folded model.
         tta_flip: Also evaluate the final model on the test set with horizontal-flip test-time
             augmentation (mean of the logits of the image and its mirror), reported separately
@@ -209,6 +213,7 @@ class RunConfig:
     grad_checkpointing: int = _runtime(0)
     sync_norm: bool = False
     log_interval: int = _runtime(20)
+    checkpoint_every: int = _runtime(0)
     fold: bool = True
     tta_flip: bool = False
 
@@ -273,6 +278,8 @@ class TrainConfig:
             (r.grad_checkpointing >= 0, "run.grad_checkpointing must be >= 0 (units per "
              "checkpointed segment, 0: off)", r.grad_checkpointing),
             (r.log_interval >= 1, "run.log_interval must be >= 1", r.log_interval),
+            (r.checkpoint_every >= 0, "run.checkpoint_every must be >= 0 (optimizer steps "
+             "between mid-epoch checkpoints, 0: at epoch ends only)", r.checkpoint_every),
             (isinstance(self.imports, list)
              and all(isinstance(e, str) and e.strip() for e in self.imports),
              "imports must be a list of module names or .py file paths", self.imports),

@@ -48,7 +48,7 @@ __all__ = [
     "RunOptions", "SeedResult", "TrainingDiverged", "run", "train_seed", "train_one_epoch",
     "evaluate", "build_model", "build_loaders", "build_splits", "build_optimizer",
     "build_scheduler", "param_groups", "fold_and_evaluate", "float64_spike_mismatch",
-    "check_names",
+    "check_names", "resumable_mid_epoch",
     "load_model_from_checkpoint",
 ]
 
@@ -263,6 +263,12 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     torch.manual_seed(seed)
     splits = build_splits(cfg, seed, dist)
     train_loader, test_loader, info = splits.train, splits.test, splits.info
+    if cfg.run.checkpoint_every and not resumable_mid_epoch(train_loader):
+        raise ConfigError(
+            f"--checkpoint-every needs a training loader that can resume mid-epoch (with "
+            f"state_dict/load_state_dict), and dataset {cfg.data.name!r}'s "
+            f"({type(train_loader).__name__}) cannot; drop the option (last.pt is still "
+            "written at every epoch end)")
     # Each epoch is measured on the held-out split when there is one (and the test set only
     # once, after the last epoch): "val_*" keys; without one on the test set: "test_*" keys.
     holdout = splits.holdout is not None
@@ -285,6 +291,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     train_time = 0.0  # seconds over every invocation (stored in the checkpoint)
     last_path, best_path = seed_dir / "last.pt", seed_dir / "best.pt"
     writer = MetricsWriter(seed_dir, enabled=primary)
+    # Where a mid-epoch last.pt stopped (this rank's part of it), for the first epoch.
+    position: dict[str, Any] | None = None
 
     if options.resume and last_path.exists():
         ckpt = load_checkpoint(last_path, map_location=dist.device)
@@ -298,8 +306,14 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         train_time = float(ckpt.get("train_time", 0.0))
         best_acc, test_acc = ckpt["best_acc"], ckpt["test_acc"]
         restore_rng_state(ckpt["rng"])
+        if ckpt.get("mid_epoch") is not None:
+            position = _mid_epoch_position(ckpt, train_loader, dist, last_path)
+            restore_rng_state(position["rng"])  # this rank's (encoder noise differs by rank)
+            train_time -= position["epoch_time"]  # counted again at the epoch's end
         writer.truncate_after(start_epoch)
-        log(f"seed {seed}: resumed from {last_path} after epoch {start_epoch}")
+        log(f"seed {seed}: resumed from {last_path} after epoch {start_epoch}" if position is None
+            else f"seed {seed}: resumed from {last_path} in epoch {position['epoch']}, after "
+                 f"step {position['steps']} of {len(train_loader)}")
 
     model_for_step: nn.Module = model
     if dist.enabled:
@@ -315,6 +329,26 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     show_progress = primary and not options.quiet and sys.stderr.isatty()
     progress_lines = primary and not options.quiet and not show_progress
     epochs_done_now = 0
+
+    def save_mid_epoch(progress: dict[str, Any]) -> None:
+        """``last.pt`` within ``epoch``: the payload of the last finished epoch (so best.pt,
+        metrics and ``epoch`` are untouched) with the model, optimizer, schedule and RNG of
+        now, and a ``mid_epoch`` entry saying where the epoch stands on every rank."""
+        epoch_time = epoch_time_before + time.perf_counter() - t0
+        mine = {"loader": progress["loader"], "loss_sum": progress["loss_sum"],
+                "correct": progress["correct"], "seen": progress["seen"],
+                "rng": capture_rng_state()}
+        payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
+                                      epoch=epoch - 1, global_step=progress["global_step"],
+                                      best_acc=best_acc, test_acc=test_acc, seed=seed,
+                                      info=info, train_time=train_time + epoch_time)
+        payload["mid_epoch"] = {"epoch": epoch, "steps": progress["steps"],
+                                "steps_per_epoch": len(train_loader), "lr": lr,
+                                "epoch_time": epoch_time, "ranks": _gather(mine, dist)}
+        _check_payload_finite(payload, epoch, progress["global_step"], dist)
+        if primary:
+            save_checkpoint(last_path, payload)
+
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             if options.stop_after is not None and epochs_done_now >= options.stop_after:
@@ -323,14 +357,21 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
                 return None
             train_loader.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
+            epoch_time_before, resume_at = 0.0, None
+            if position is not None:  # continue the epoch a mid-epoch checkpoint stopped in
+                resume_at, position = position, None
+                train_loader.load_state_dict(resume_at["loader"])
+                lr, epoch_time_before = resume_at["lr"], resume_at["epoch_time"]
             t0 = time.perf_counter()
             stats = train_one_epoch(model_for_step, train_loader, optimizer, scheduler, cfg,
                                     dist, epoch=epoch, global_step=global_step,
                                     show_progress=show_progress, hooks=options.hooks,
-                                    progress_lines=progress_lines)
+                                    progress_lines=progress_lines,
+                                    checkpoint_every=cfg.run.checkpoint_every,
+                                    on_checkpoint=save_mid_epoch, resume=resume_at)
             global_step = int(stats.pop("global_step"))
             measured = _split_metrics(evaluate(model, eval_loader, cfg, dist), split_key)
-            epoch_time = time.perf_counter() - t0
+            epoch_time = epoch_time_before + time.perf_counter() - t0
             train_time += epoch_time
             test_acc = measured[f"{split_key}_acc"]
             record = {"epoch": epoch, "lr": lr, **stats, **measured, "epoch_time": epoch_time}
@@ -389,6 +430,41 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     if primary:
         rundir.write_result(seed_dir, result)
     return result
+
+
+def resumable_mid_epoch(loader: Any) -> bool:
+    """Whether ``loader`` can continue an epoch mid-way (``state_dict``/``load_state_dict``,
+    as :class:`mpbn.data.loaders.DeviceLoader` has): needed by ``run.checkpoint_every``."""
+    return all(callable(getattr(loader, name, None)) for name in ("state_dict", "load_state_dict"))
+
+
+def _gather(value: Any, dist: DistInfo) -> list[Any]:
+    """``value`` of every rank, in rank order (``[value]`` in one process)."""
+    if not dist.enabled:
+        return [value]
+    out: list[Any] = [None] * dist.world_size
+    torch.distributed.all_gather_object(out, value)
+    return out
+
+
+def _mid_epoch_position(ckpt: dict[str, Any], loader: Any, dist: DistInfo,
+                        path: Path) -> dict[str, Any]:
+    """This rank's part of a mid-epoch checkpoint's ``mid_epoch`` entry, with the shared
+    fields (``epoch``, ``steps``, ``lr``, ``epoch_time``); one-line errors where it cannot
+    continue here."""
+    mid = ckpt["mid_epoch"]
+    ranks = mid["ranks"]
+    if len(ranks) != dist.world_size:
+        raise ConfigError(f"{path} stopped mid-epoch in a run of {_plural(len(ranks), 'process')}"
+                          f"; resume it with {len(ranks)}, not {dist.world_size}")
+    if not resumable_mid_epoch(loader):
+        raise ConfigError(f"{path} stopped mid-epoch, but this training loader "
+                          f"({type(loader).__name__}) cannot continue an epoch mid-way")
+    if mid["epoch"] != ckpt["epoch"] + 1 or mid["steps_per_epoch"] != len(loader):
+        raise ConfigError(f"{path} stopped at step {mid['steps']} of {mid['steps_per_epoch']} "
+                          f"in epoch {mid['epoch']}, which does not fit this run's "
+                          f"{len(loader)} steps per epoch")
+    return {key: value for key, value in mid.items() if key != "ranks"} | ranks[dist.rank]
 
 
 def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
@@ -537,7 +613,9 @@ PROGRESS_LINE_SECONDS = 60.0
 def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     scheduler: Any, cfg: TrainConfig, dist: DistInfo, *, epoch: int,
                     global_step: int, show_progress: bool,
-                    hooks: list[Any] = (), progress_lines: bool = False) -> dict[str, float]:
+                    hooks: list[Any] = (), progress_lines: bool = False,
+                    checkpoint_every: int = 0, on_checkpoint: Any = None,
+                    resume: dict[str, Any] | None = None) -> dict[str, float]:
     """Train for one epoch. Returns loss, accuracy, samples and the new global step.
 
     Losses and correct counts are summed on the device; the host reads them only every
@@ -548,21 +626,34 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         show_progress: A tqdm bar (a terminal).
         progress_lines: Without a bar, print a plain line at the first host read after
             every :data:`PROGRESS_LINE_SECONDS` (a log file shows progress between epochs).
+        checkpoint_every: Call ``on_checkpoint(position)`` after every global step that is a
+            multiple of it (except the epoch's last: the epoch-end checkpoint follows), once
+            the steps so far are checked finite. ``position``: ``steps`` (done in this epoch),
+            ``global_step``, the sums ``loss_sum`` and ``correct`` (CPU tensors), ``seen`` and
+            the loader's ``state_dict()``.
+        resume: Such a position, with ``epoch_time`` (seconds of the epoch so far), to
+            continue the epoch after its ``steps`` (the loader already holds its state).
     """
     model.train()
     device = dist.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, steps_done, elapsed_before = 0, 0, 0.0
+    if resume is not None:
+        loss_sum = resume["loss_sum"].to(device, torch.float64).clone()
+        correct = resume["correct"].to(device, torch.long).clone()
+        seen, steps_done = int(resume["seen"]), int(resume["steps"])
+        elapsed_before = float(resume["epoch_time"])
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     # The step at which a parameter or buffer was first seen non-finite; checked with one
     # fused reduction at every host read (every ``log_interval`` steps and the epoch's end).
     state_bad = torch.full((), -1, device=device, dtype=torch.long)
     state = _state_tensors(model)
-    seen = 0
     start = last_line = time.perf_counter()
+    start -= elapsed_before  # images/s over the whole epoch, without the time it was stopped
     bar = _progress(len(loader), f"epoch {epoch}/{cfg.optim.epochs}", show_progress)
-    step_in_epoch = 0
-    for step_in_epoch, (x, y) in enumerate(loader, start=1):
+    step_in_epoch = steps_done
+    for step_in_epoch, (x, y) in enumerate(loader, start=steps_done + 1):
         global_step += 1
         x = prepare_input(x, cfg)
         with autocast(cfg, device):
@@ -597,6 +688,16 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
                 last_line = time.perf_counter()
                 print(f"  epoch {epoch} step {step_in_epoch}/{len(loader)}  train loss "
                       f"{loss_now:.4f} acc {acc_now:5.2f}%  {img_s:.0f} img/s", flush=True)
+        if (checkpoint_every and on_checkpoint is not None
+                and global_step % checkpoint_every == 0 and step_in_epoch < len(loader)):
+            # No checkpoint after a bad step: the check of a log interval first.
+            state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
+                                    torch.full_like(state_bad, global_step), state_bad)
+            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, state)
+            on_checkpoint({"steps": step_in_epoch, "global_step": global_step,
+                           "loss_sum": loss_sum.detach().cpu().clone(),
+                           "correct": correct.detach().cpu().clone(), "seen": seen,
+                           "loader": loader.state_dict()})
     bar.close()
     state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
                             torch.full_like(state_bad, global_step), state_bad)
