@@ -42,6 +42,9 @@ _FLAGS: list[tuple[str, str, str]] = [
     ("--test-subset", "test_subset", "test on a stratified subset of this size"),
     ("--grad-checkpointing", "grad_checkpointing",
      "recompute the body in backward, N blocks per segment (0: off; saves memory at long T)"),
+    ("--checkpoint-every", "checkpoint_every",
+     "also write last.pt every N optimizer steps, from which --resume continues mid-epoch "
+     "exactly (0: at epoch ends only; in-memory datasets)"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
     ("--amp", "amp", "bf16 autocast (CUDA)"),
@@ -324,7 +327,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _, test_loader, info = build_loaders(cfg, int(ckpt.get("seed", cfg.run.seed)), dist)
     unfolded = evaluate(model, test_loader, cfg, dist)
     _, folded, mismatch = fold_and_evaluate(model, test_loader, cfg, dist)
-    print(f"checkpoint      {checkpoint} (epoch {ckpt['epoch']}, {cfg.model.name} on "
+    mid = ckpt.get("mid_epoch")
+    when = (f"epoch {ckpt['epoch']}" if mid is None else
+            f"mid-epoch: epoch {mid['epoch']} at step {mid['steps']} of "
+            f"{mid['steps_per_epoch']}, written by --checkpoint-every")
+    print(f"checkpoint      {checkpoint} ({when}, {cfg.model.name} on "
           f"{cfg.data.name}, {info.num_test} test samples)")
     print(f"acc unfolded    {_percent(unfolded['test_acc'])}")
     print(f"acc folded      {_percent(folded['test_acc'])}")

@@ -5,7 +5,8 @@ Layout (other tools, :mod:`mpbn.analysis` among them, rely on it)::
     RUN_DIR/config.json             the resolved TrainConfig (nested; older runs: flat)
     RUN_DIR/summary.json            per-seed accuracies, mean, std, code commit
     RUN_DIR/seed_<s>/metrics.jsonl  one line per epoch
-    RUN_DIR/seed_<s>/last.pt        after every epoch (for --resume)
+    RUN_DIR/seed_<s>/last.pt        after every epoch (for --resume), and mid-epoch every
+                                    run.checkpoint_every steps (a mid_epoch entry)
     RUN_DIR/seed_<s>/best.pt        best test accuracy so far
     RUN_DIR/seed_<s>/result.json    the seed's final numbers (marks it finished)
     RUN_DIR/previous-<timestamp>/   what a ``--force`` run found there (the files above)

@@ -266,7 +266,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     if cfg.run.checkpoint_every and not resumable_mid_epoch(train_loader):
         raise ConfigError(
             f"--checkpoint-every needs a training loader that can resume mid-epoch (with "
-            f"state_dict/load_state_dict), and dataset {cfg.data.name!r}'s "
+            f"state_dict/load_state_dict), and that of dataset {cfg.data.name!r} "
             f"({type(train_loader).__name__}) cannot; drop the option (last.pt is still "
             "written at every epoch end)")
     # Each epoch is measured on the held-out split when there is one (and the test set only

@@ -4,13 +4,14 @@ state of an uninterrupted run, bit for bit (CPU)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from mpbn.engine import train as train_module
 from mpbn.engine.checkpoint import load_checkpoint
-from mpbn.engine.config import ConfigError, apply_overrides
+from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides
 from mpbn.engine.train import RunOptions, run
 
 #: Fields that measure time, not what was computed.
@@ -144,8 +145,8 @@ def test_a_loader_that_cannot_resume_mid_epoch_is_a_one_line_error(tmp_path, tin
     monkeypatch.setattr(train_module, "build_splits", plain_splits)
     cfg = apply_overrides(tiny_config, dict(checkpoint_every=2))
     with pytest.raises(ConfigError, match=r"^--checkpoint-every needs a training loader that "
-                                          r"can resume mid-epoch .* dataset 'digits'.*"
-                                          r"PlainLoader[^\n]*$"):
+                                          r"can resume mid-epoch .* of dataset 'digits' "
+                                          r"\(PlainLoader\) cannot[^\n]*$"):
         run(cfg, RunOptions(out=tmp_path / "run", quiet=True))
     assert not (tmp_path / "run").exists()  # nothing left behind
     run(apply_overrides(cfg, dict(checkpoint_every=0)),  # epoch-end checkpoints still work
@@ -187,3 +188,67 @@ def test_the_device_loader_continues_an_epoch_from_its_state(tiny_config):
         second.load_state_dict(state)
         second.set_epoch(3)
         list(second)
+
+
+def test_the_cli_flag_and_evals_note_on_a_mid_epoch_checkpoint(tmp_path, monkeypatch, capsys):
+    from mpbn.cli import main
+
+    tiny = ["--set", "train_subset=256", "test_subset=64", "timesteps=2", "batch_size=64",
+            "--epochs", "2", "--quiet", "--out", str(tmp_path), "--checkpoint-every", "3"]
+    _killed_after_checkpoint(monkeypatch, 3)
+    assert main(["train", *tiny]) == 130
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "seed_0/last.pt")["config"]["run"]["checkpoint_every"] == 3
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path)]) == 0
+    assert "(mid-epoch: epoch 1 at step 3 of 4, written by --checkpoint-every," in (
+        capsys.readouterr().out)
+    assert main(["train", "--resume", *tiny]) == 0
+    assert [x["epoch"] for x in _lines(tmp_path / "seed_0")] == [1, 2]
+
+
+def _two_process_worker(rank, ports, out):
+    """The reference run, the killed run and its resume, one after another (one start-up)."""
+    torch.set_num_threads(1)
+    for mode, port in zip(("reference", "kill", "resume"), ports, strict=True):
+        os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        cfg = apply_overrides(TrainConfig(), dict(
+            epochs=2, train_subset=256, test_subset=128, batch_size=64, eval_batch_size=128,
+            timesteps=2, log_interval=2, fold=False, encoding="poisson", device="cpu",
+            checkpoint_every=0 if mode == "reference" else 1))
+
+        def die(event, global_step=0, mode=mode, **_):  # every rank, after step 2's checkpoint
+            if event == "step" and mode == "kill" and global_step == 3:
+                raise KeyboardInterrupt("killed")
+
+        folder = f"{out}/reference" if mode == "reference" else f"{out}/run"
+        try:
+            run(cfg, RunOptions(out=folder, quiet=True, resume=mode == "resume", hooks=[die]))
+        except KeyboardInterrupt:
+            torch.save(load_checkpoint(f"{folder}/seed_0/last.pt"), f"{out}/killed.pt") \
+                if rank == 0 else None
+
+
+@pytest.mark.skipif(not os.environ.get("MPBN_DDP_TESTS"),
+                    reason="two gloo processes, ~40 s on 2 busy cores: set MPBN_DDP_TESTS=1")
+def test_two_processes_resume_mid_epoch_with_each_ranks_state(tmp_path):
+    """Each rank continues with its own encoder noise, augmentation and sums."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    sockets = [socket.socket() for _ in range(3)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    mp.spawn(_two_process_worker, args=(ports, str(tmp_path)), nprocs=2, join=True)
+    mid = torch.load(tmp_path / "killed.pt", weights_only=True)["mid_epoch"]
+    assert (mid["epoch"], mid["steps"], len(mid["ranks"])) == (1, 2, 2)
+    assert not torch.equal(mid["ranks"][0]["rng"]["torch"], mid["ranks"][1]["rng"]["torch"])
+    a, b = (load_checkpoint(tmp_path / f"{d}/seed_0/last.pt") for d in ("reference", "run"))
+    for key in ("model", "optimizer"):
+        _assert_same(a[key], b[key], key)
+    _assert_same(_lines(tmp_path / "reference/seed_0"), _lines(tmp_path / "run/seed_0"))
