@@ -139,12 +139,14 @@ def save_figure(fig: Any, out_dir: str | Path, name: str,
     """Save ``fig`` as ``out_dir/name.{png,svg}`` and close it; returns the paths."""
     import matplotlib.pyplot as plt
 
+    from mpbn.analysis.style import DPI
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = out / f"{name}.{fmt}"
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=DPI)
         paths.append(path)
     plt.close(fig)
     return paths

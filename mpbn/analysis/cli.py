@@ -14,11 +14,12 @@ checkpoint file ``*.pt``. ``mpbn.cli`` calls :func:`register`.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
+
+from mpbn.analysis import defaults
 
 __all__ = ["register"]
 
@@ -31,12 +32,15 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or .pt checkpoints)")
     p.add_argument("-o", "--out", required=True, help="output folder for plots and numbers")
     if models:
-        p.add_argument("--n-samples", type=int, default=256,
-                       help="test samples to evaluate on (bounds the cost)")
-        p.add_argument("--batch-size", type=int, default=128)
-        p.add_argument("--checkpoint", choices=("last", "best"), default="last")
-        p.add_argument("--device", default="cpu")
-        p.add_argument("--seed", type=int, default=0, help="seed of directions, noise, encoders")
+        p.add_argument("--n-samples", type=int, default=defaults.N_SAMPLES,
+                       help="test samples to evaluate on (bounds the cost; default "
+                       "%(default)s)")
+        p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE,
+                       help="samples per forward pass (default %(default)s)")
+        p.add_argument("--checkpoint", choices=("last", "best"), default=defaults.CHECKPOINT)
+        p.add_argument("--device", default=defaults.DEVICE)
+        p.add_argument("--seed", type=int, default=defaults.SEED,
+                       help="seed of the sample, directions, noise, encoders")
         p.add_argument("--data-root", default=None, metavar="DIR",
                        help="dataset folder, instead of the one the run recorded (data moved)")
         p.add_argument("--import", dest="imports", action="append", default=None,
@@ -70,21 +74,26 @@ def data_overrides(data_root: str | None) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, nn.Module], Tensor, Tensor, Any]:
-    """Models of every RUN_DIR and a test sample of the first one's dataset."""
+    """Models of every RUN_DIR and a test sample of the first one's dataset; models are
+    labelled as in ``mpbn report`` (:func:`mpbn.analysis.labels.run_labels`)."""
     from mpbn.analysis.io import load_run, load_test_sample, model_from_checkpoint
+    from mpbn.analysis.labels import run_labels
 
     overrides = run_overrides(args)
     models: dict[str, nn.Module] = {}
     configs = []
+    folders = [load_run(Path(e), prefer=args.checkpoint) for e in args.runs
+               if not Path(e).is_file()]
+    folder_labels = iter(run_labels(folders))
     for entry in args.runs:
         path = Path(entry)
         if path.is_file():
             label, ckpt = path.parent.parent.name or path.stem, path
         else:
-            run = load_run(path, prefer=args.checkpoint)
+            run, label = folders.pop(0), next(folder_labels)
             if not run.checkpoints:
                 raise FileNotFoundError(f"no checkpoint under {path}/seed_*/")
-            label, ckpt = run.name, run.checkpoints[min(run.checkpoints)]
+            ckpt = run.checkpoints[min(run.checkpoints)]
         if label in models:
             label = f"{label} ({path})"
         models[label], config = model_from_checkpoint(ckpt, args.device, overrides)
@@ -145,11 +154,12 @@ def _energy(args: argparse.Namespace) -> int:
 
 def _gamma(args: argparse.Namespace) -> int:
     from mpbn.analysis.gamma import analyze_gamma
+    from mpbn.analysis.labels import slug
 
     args.n_samples = 1
     models, _, _, _ = _load(args)
     for label, model in models.items():
-        out = Path(args.out) / label if len(models) > 1 else Path(args.out)
+        out = Path(args.out) / slug(label) if len(models) > 1 else Path(args.out)
         result = analyze_gamma(model, out, threshold=args.threshold, absolute=args.abs,
                                label=label)
         if not result["available"]:
@@ -169,7 +179,9 @@ def _early_exit(args: argparse.Namespace) -> int:
     if not result["available"]:
         print(f"{result['reason']}; nothing to plot")
         return 0
-    print(json.dumps(result["curves"], indent=1))
+    print(result["table"])
+    for label in result["skipped"]:
+        print(f"{label}: no BNTT layers; skipped")
     return _done(result, args.out)
 
 
@@ -185,11 +197,14 @@ def _robustness(args: argparse.Namespace) -> int:
 
 def _fold(args: argparse.Namespace) -> int:
     from mpbn.analysis.fold_report import analyze_fold
+    from mpbn.analysis.labels import slug
 
     models, x, _, info = _load(args)
+    # The spike mismatch runs on one batch, as in `mpbn report`: the first --batch-size samples.
+    xb = x[:, :args.batch_size] if x.dim() == len(info.input_shape) + 2 else x[:args.batch_size]
     for label, model in models.items():
-        out = Path(args.out) / label if len(models) > 1 else Path(args.out)
-        result = analyze_fold(model, x, out, label=label)
+        out = Path(args.out) / slug(label) if len(models) > 1 else Path(args.out)
+        result = analyze_fold(model, xb, out, label=label)
         if not result["available"]:
             print(f"{label}: {result['reason']}; nothing to fold")
             continue
@@ -211,11 +226,34 @@ def _report(args: argparse.Namespace) -> int:
     options = ReportOptions(n_samples=args.n_samples, batch_size=args.batch_size,
                             seed=args.seed, checkpoint=args.checkpoint, device=args.device,
                             landscape_points=args.n_points,
+                            alpha_range=(args.alpha_min, args.alpha_max),
+                            sigmas=args.sigmas, epsilons=args.epsilons,
                             overrides=run_overrides(args), compare=args.compare,
+                            variables=args.vary,
                             sections=[s for s in SECTIONS if s not in skip])
     path = build_report(args.runs, args.out, options)
     print(f"wrote {path}")
     return 0
+
+
+def _csv(values: Any) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _landscape_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-points", type=int, default=defaults.LANDSCAPE_POINTS,
+                   help="landscape points (default %(default)s)")
+    p.add_argument("--alpha-min", type=float, default=defaults.ALPHA_RANGE[0])
+    p.add_argument("--alpha-max", type=float, default=defaults.ALPHA_RANGE[1])
+
+
+def _robustness_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sigmas", type=_floats, default=list(defaults.SIGMAS),
+                   help=f"comma-separated noise std in pixel units (default "
+                   f"{_csv(defaults.SIGMAS)})")
+    p.add_argument("--epsilons", type=_floats, default=list(defaults.EPSILONS),
+                   help=f"comma-separated FGSM epsilons in pixel units (default "
+                   f"{_csv(defaults.EPSILONS)})")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -235,9 +273,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("landscape", help="1D filter-normalized loss landscape (MPBN Fig. 3)")
     _common(p)
-    p.add_argument("--n-points", type=int, default=21)
-    p.add_argument("--alpha-min", type=float, default=-1.0)
-    p.add_argument("--alpha-max", type=float, default=1.0)
+    _landscape_options(p)
     p.set_defaults(func=_landscape)
 
     p = sub.add_parser("spikes", help="spike rate per layer and step, SOPs (BNTT Figs. 1, 5)")
@@ -246,29 +282,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("energy", help="SNN accumulates vs ANN MACs energy (BNTT Supp. E)")
     _common(p)
-    p.add_argument("--e-ac", type=float, default=0.9, help="pJ per accumulate (45 nm: 0.9)")
-    p.add_argument("--e-mac", type=float, default=4.6, help="pJ per MAC (45 nm: 4.6)")
+    p.add_argument("--e-ac", type=float, default=defaults.E_AC_PJ,
+                   help="pJ per accumulate (45 nm: %(default)s)")
+    p.add_argument("--e-mac", type=float, default=defaults.E_MAC_PJ,
+                   help="pJ per MAC (45 nm: %(default)s)")
     p.set_defaults(func=_energy)
 
     p = sub.add_parser("gamma", help="BNTT gamma through time and exit step (BNTT Figs. 4, 6)")
     _common(p)
-    p.add_argument("--threshold", type=float, default=0.1)
+    p.add_argument("--threshold", type=float, default=defaults.GAMMA_THRESHOLD,
+                   help="exit threshold on the channel-averaged gamma (default %(default)s)")
     p.add_argument("--abs", action="store_true", help="average |gamma| instead of gamma")
     p.set_defaults(func=_gamma)
 
     p = sub.add_parser("early-exit", help="accuracy vs gamma threshold / exit step (BNTT Fig. 7)")
     _common(p)
-    p.add_argument("--thresholds", type=_floats, default=[0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
-                   help="comma-separated gamma thresholds")
+    p.add_argument("--thresholds", type=_floats, default=list(defaults.EXIT_THRESHOLDS),
+                   help="comma-separated gamma thresholds (default "
+                   f"{_csv(defaults.EXIT_THRESHOLDS)})")
     p.add_argument("--abs", action="store_true", help="average |gamma| instead of gamma")
     p.set_defaults(func=_early_exit)
 
     p = sub.add_parser("robustness", help="Gaussian noise and FGSM accuracy (BNTT Fig. 8)")
     _common(p)
-    p.add_argument("--sigmas", type=_floats, default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
-                   help="comma-separated noise std in pixel units")
-    p.add_argument("--epsilons", type=_floats, default=[0.0, 0.01, 0.02, 0.05, 0.1],
-                   help="comma-separated FGSM epsilons in pixel units")
+    _robustness_options(p)
     p.add_argument("--input-space", action="store_true",
                    help="perturb the normalized model input instead of pixels")
     p.set_defaults(func=_robustness)
@@ -279,10 +316,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("report", help="one markdown page with every analysis of runs")
     _common(p)
-    p.add_argument("--n-points", type=int, default=11, help="landscape points")
+    _landscape_options(p)
+    _robustness_options(p)
     p.add_argument("--compare", action="store_true",
                    help="compare every run with the first (the baseline): final test accuracy "
-                   "mean ± std, the difference with a 95%% Welch interval, a per-seed table")
+                   "mean ± std, the difference with a 95%% Welch interval, a per-seed table; "
+                   "warns when a variant differs from the baseline in more than one config "
+                   "value (or than --vary)")
+    p.add_argument("--vary", nargs="+", default=None, metavar="CONFIG_PATH",
+                   help="the config paths the comparison is about (e.g. model.mpbn): a variant "
+                   "that differs from the baseline in any other path gets a warning")
     p.add_argument("--skip", nargs="+", action="extend", metavar="SECTION",
                    help="sections to leave out: curves, landscape, spikes, energy, gamma, "
                    "early-exit, robustness, fold (may be given more than once)")

@@ -17,6 +17,8 @@ import numpy as np
 
 from mpbn.analysis._common import new_figure, save_figure, write_csv, write_json
 from mpbn.analysis.io import Run, load_run
+from mpbn.analysis.labels import run_labels
+from mpbn.analysis.style import integer_ticks, place_legend, run_colors, styled
 
 __all__ = ["CURVE_METRICS", "aggregate_curve", "run_curves", "plot_curves", "default_keys",
            "analyze_curves"]
@@ -75,17 +77,25 @@ def run_curves(run: Run, keys: Sequence[str] = TEST_KEYS,
     return {key: aggregate_curve(per_seed, key, ddof) for key in keys}
 
 
+@styled
 def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: str | Path,
-                name: str = "curves", keys: Sequence[str] = TEST_KEYS) -> list[Path]:
-    """One panel per metric, one line (mean) and band (±1 std) per run."""
+                name: str = "curves", keys: Sequence[str] = TEST_KEYS,
+                colors: dict[str, str] | None = None) -> list[Path]:
+    """One panel per metric, one line (mean) and band (±1 std) per run.
+
+    Args:
+        colors: ``{run label: colour}`` (a report's, so a run has one colour on the page);
+            missing labels get :func:`mpbn.analysis.style.run_colors`' next colours.
+    """
+    colors = run_colors(curves, colors)
     ncols = min(len(keys), 2)
-    fig, axes = new_figure(ncols=ncols, nrows=-(-len(keys) // ncols))
-    from matplotlib.ticker import MaxNLocator
+    fig, axes = new_figure(ncols=ncols, nrows=-(-len(keys) // ncols), width=5.0, height=3.6)
     for ax in axes.flat[len(keys):]:
         ax.set_visible(False)
+    used = []
     for ax, key in zip(axes.flat, keys, strict=False):
         ylabel, title = CURVE_METRICS.get(key, (key, key))
-        for i, (label, per_key) in enumerate(curves.items()):
+        for label, per_key in curves.items():
             c = per_key.get(key)
             if not c or not c["epoch"]:
                 continue
@@ -93,21 +103,23 @@ def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], out_dir: s
             if key.endswith("_acc"):
                 mean, std = mean * ACC_SCALE, std * ACC_SCALE
             seeds = f" ({c['n_seeds']} seeds)" if c["n_seeds"] > 1 else ""
-            color = f"C{i % 10}"  # a run keeps its colour in every panel
-            ax.plot(epochs, mean, label=f"{label}{seeds}", color=color)
+            ax.plot(epochs, mean, label=f"{label}{seeds}", color=colors[label],
+                    marker="." if len(epochs) < 12 else None)
             if c["n_seeds"] > 1:
-                ax.fill_between(epochs, mean - std, mean + std, alpha=0.25, color=color,
-                                linewidth=0)
+                ax.fill_between(epochs, mean - std, mean + std, alpha=0.2,
+                                color=colors[label], linewidth=0)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(ax, "x")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} per epoch (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            used.append(ax)
         else:
             ax.text(0.5, 0.5, "no run logged this metric", ha="center", va="center",
                     transform=ax.transAxes)
+    for ax in used:
+        place_legend(ax)
     return save_figure(fig, out_dir, name)
 
 
@@ -123,7 +135,8 @@ def default_keys(runs: Sequence[Run]) -> list[str]:
 
 def analyze_curves(run_dirs: Sequence[str | Path], out_dir: str | Path,
                    keys: Sequence[str] | None = None, ddof: int = 1,
-                   labels: Sequence[str] | None = None) -> dict[str, Any]:
+                   labels: Sequence[str] | None = None,
+                   colors: dict[str, str] | None = None) -> dict[str, Any]:
     """Convergence curves of several runs on one plot (MPBN Fig. 2), plus ``curves.json``/csv.
 
     Args:
@@ -132,26 +145,22 @@ def analyze_curves(run_dirs: Sequence[str | Path], out_dir: str | Path,
         keys: Metrics to plot, one panel each; ``None``: :func:`default_keys` (the held-out
             split's accuracy and loss for held-out runs, the test set's otherwise).
         ddof: Std degrees of freedom over seeds.
-        labels: Legend labels (default: run names).
+        labels: Legend labels (default: :func:`mpbn.analysis.labels.run_labels`, the run
+            names with the config values that tell them apart where the names do not).
+        colors: ``{label: colour}``; default: one palette colour per run, in order.
 
     Returns:
         ``{"curves": {label: {key: aggregate_curve(...)}}, "keys": [...], "files": [...]}``.
     """
     runs = [load_run(d) for d in run_dirs]
     keys = list(keys) if keys else default_keys(runs)
-    names = list(labels) if labels else _unique_names(runs)
+    names = list(labels) if labels else run_labels(runs)
     curves = {name: run_curves(run, keys, ddof) for name, run in zip(names, runs, strict=True)}
     out = Path(out_dir)
-    files = plot_curves(curves, out, keys=keys)
+    files = plot_curves(curves, out, keys=keys, colors=colors)
     rows = [{"run": name, "metric": key, "epoch": e, "mean": m, "std": s, "n_seeds": c["n_seeds"]}
             for name, per_key in curves.items() for key, c in per_key.items()
             for e, m, s in zip(c["epoch"], c["mean"], c["std"], strict=True)]
     write_csv(rows, out / "curves.csv")
     write_json(curves, out / "curves.json")
     return {"curves": curves, "keys": keys, "files": [str(p) for p in files]}
-
-
-def _unique_names(runs: Sequence[Run]) -> list[str]:
-    names = [r.name for r in runs]
-    # Two runs of the same preset would share a legend entry: fall back to their folders.
-    return [r.path.name if names.count(r.name) > 1 else r.name for r in runs]

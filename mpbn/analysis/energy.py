@@ -18,14 +18,16 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from mpbn.analysis import defaults
 from mpbn.analysis._common import new_figure, save_figure, write_csv, write_json
 from mpbn.analysis.spikes import Activity, measure_activity
+from mpbn.analysis.style import ANN_COLOR, place_legend, run_colors, styled, wrap
 
 __all__ = ["E_AC_PJ", "E_MAC_PJ", "energy_table", "plot_energy", "analyze_energy"]
 
 #: 45 nm CMOS energy per 32-bit accumulate and multiply-accumulate, in picojoules.
-E_AC_PJ = 0.9
-E_MAC_PJ = 4.6
+E_AC_PJ = defaults.E_AC_PJ
+E_MAC_PJ = defaults.E_MAC_PJ
 
 
 def energy_table(activity: Activity, e_ac: float = E_AC_PJ,
@@ -52,10 +54,13 @@ def energy_table(activity: Activity, e_ac: float = E_AC_PJ,
             "layers": layers, "total": total}
 
 
-def plot_energy(tables: dict[str, dict[str, Any]], out_dir: str | Path,
-                name: str = "energy") -> list[Path]:
-    """Per-layer energy bars (log scale) of each SNN and its ANN, and the totals."""
-    fig, axes = new_figure(ncols=2, width=5.4)
+@styled
+def plot_energy(tables: dict[str, dict[str, Any]], out_dir: str | Path, name: str = "energy",
+                colors: dict[str, str] | None = None) -> list[Path]:
+    """Per-layer energy bars (log scale) of each SNN and its ANN, and the totals; a run has the
+    same colour (``colors``, ``{label: colour}``) in both panels, the ANN is grey."""
+    colors = run_colors(tables, colors)
+    fig, axes = new_figure(ncols=2, width=5.0, height=3.8)
     ax = axes[0][0]
     n_bars = len(tables) + 1
     width = 0.8 / n_bars
@@ -63,36 +68,41 @@ def plot_energy(tables: dict[str, dict[str, Any]], out_dir: str | Path,
     if first is not None:
         x = np.arange(len(first["layers"]))
         ax.bar(x, [lay["ann_pj"] for lay in first["layers"]], width=width, label="ANN (MACs)",
-               color="gray")
+               color=ANN_COLOR)
         for i, (label, table) in enumerate(tables.items(), start=1):
             ax.bar(np.arange(len(table["layers"])) + i * width,
                    [max(lay["snn_pj"], 1e-3) for lay in table["layers"]], width=width,
-                   label=f"{label} (SNN)")
-        ax.set_xticks(x + width * (n_bars - 1) / 2,
-                      [lay["name"] for lay in first["layers"]], rotation=60, fontsize="x-small",
-                      ha="right")
+                   label=f"{label} (SNN)", color=colors[label])
+        names = [lay["name"] for lay in first["layers"]]
+        ax.set_xticks(x + width * (n_bars - 1) / 2, names, fontsize=8,
+                      rotation=30 if len(names) > 4 else 0,
+                      ha="right" if len(names) > 4 else "center")
     ax.set_yscale("log")
     ax.set_ylabel("energy per sample (pJ, log scale)")
     ax.set_xlabel("conv / linear layer")
     ax.set_title("Energy per layer (45 nm: AC 0.9 pJ, MAC 4.6 pJ)" if first and
                  first["e_ac_pj"] == E_AC_PJ and first["e_mac_pj"] == E_MAC_PJ
                  else "Energy per layer")
-    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, axis="y")
+    legend_ax = ax
     ax = axes[0][1]
-    labels = ["ANN"] + [f"{k} (SNN)" for k in tables]
+    labels = ["ANN"] + [wrap(f"{k} (SNN)", 18) for k in tables]
     values = ([first["total"]["ann_pj"] / 1e6] if first else [0.0]) + \
         [t["total"]["snn_pj"] / 1e6 for t in tables.values()]
-    ax.bar(range(len(values)), values, color=["gray"] + [f"C{i}" for i in range(len(tables))])
-    ax.set_xticks(range(len(values)), labels, rotation=20, fontsize="small")
+    ax.bar(range(len(values)), values, color=[ANN_COLOR] + [colors[k] for k in tables])
+    ax.set_xticks(range(len(values)), labels, fontsize=8)
     ax.set_ylabel("total energy per sample (µJ)")
     ax.set_title("Total inference energy")
     ax.grid(alpha=0.3, axis="y")
+    place_legend(legend_ax)
     return save_figure(fig, out_dir, name)
 
 
 def analyze_energy(models: dict[str, nn.Module], x: Tensor, out_dir: str | Path, *,
-                   e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ, batch_size: int = 256,
-                   seed: int = 0, activities: dict[str, Activity] | None = None) -> dict[str, Any]:
+                   e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ,
+                   batch_size: int = defaults.BATCH_SIZE, seed: int = defaults.SEED,
+                   activities: dict[str, Activity] | None = None,
+                   colors: dict[str, str] | None = None) -> dict[str, Any]:
     """Energy of several SNNs vs the ANN of the first: ``energy.png``/svg/json/csv.
 
     Args:
@@ -103,7 +113,7 @@ def analyze_energy(models: dict[str, nn.Module], x: Tensor, out_dir: str | Path,
                       for label, m in models.items()}
     tables = {label: energy_table(a, e_ac, e_mac) for label, a in activities.items()}
     out = Path(out_dir)
-    files = plot_energy(tables, out)
+    files = plot_energy(tables, out, colors=colors)
     write_json(tables, out / "energy.json")
     write_csv([{"model": label, **layer} for label, t in tables.items() for layer in t["layers"]],
               out / "energy.csv")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mpbn.analysis._common import new_figure, save_figure, write_csv, write_json
+from mpbn.analysis.style import PALETTE, styled
 from mpbn.functional.fold import fold_membrane_threshold
 from mpbn.layers.fold import FoldWarning, fold, spike_mismatch
 from mpbn.layers.neuron import LIF
@@ -59,20 +60,21 @@ def fold_summary(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+@styled
 def plot_fold(layers: list[dict[str, Any]], out_dir: str | Path, label: str = "",
-              name: str = "fold") -> list[Path]:
-    """Histograms of the folded thresholds, one panel per MPBN layer."""
+              name: str = "fold", color: str | None = None) -> list[Path]:
+    """Histograms of the folded thresholds, one panel per MPBN layer, in the run's ``color``."""
     n = max(len(layers), 1)
-    ncols = min(n, 4)
+    ncols = min(n, 3)
     nrows = -(-n // ncols)
-    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=3.6, height=2.8)
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=3.3, height=2.8)
     flat = [ax for row in axes for ax in row]
     for ax, layer in zip(flat, layers, strict=False):
         th = layer["threshold"].double().flatten().numpy()
-        ax.hist(th[np.isfinite(th)], bins=30, color="C0")
+        ax.hist(th[np.isfinite(th)], bins=30, color=color or PALETTE[0])
         ax.set_title(f"{layer['name']} ({layer['granularity']})\n"
                      f"lambda<0: {layer['negative_lambda']}, =0: {layer['zero_lambda']} "
-                     f"of {layer['n']}", fontsize="small")
+                     f"of {layer['n']}", fontsize=9)
         ax.set_xlabel("folded threshold V~ (membrane units)")
         ax.set_ylabel("count (neurons or channels)")
     for ax in flat[len(layers):]:
@@ -82,7 +84,7 @@ def plot_fold(layers: list[dict[str, Any]], out_dir: str | Path, label: str = ""
 
 
 def analyze_fold(model: nn.Module, x: Tensor | None, out_dir: str | Path, *,
-                 label: str = "") -> dict[str, Any]:
+                 label: str = "", color: str | None = None) -> dict[str, Any]:
     """Fold report of one model; ``{"available": False}`` when it has no MPBN neuron.
 
     Args:
@@ -92,7 +94,7 @@ def analyze_fold(model: nn.Module, x: Tensor | None, out_dir: str | Path, *,
     if not layers:
         return {"available": False, "reason": "the model has no MPBN neurons"}
     out = Path(out_dir)
-    files = plot_fold(layers, out, label)
+    files = plot_fold(layers, out, label, color=color)
     rows = fold_summary(layers)
     result: dict[str, Any] = {"available": True, "layers": rows}
     if x is not None:

@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from mpbn.analysis import defaults
 from mpbn.analysis._common import evaluate, new_figure, save_figure, write_csv, write_json
+from mpbn.analysis.style import integer_ticks, place_legend, run_colors, styled
 from mpbn.layers.norm import BatchNormThroughTime
 
 __all__ = ["bntt_layers", "gamma_table", "exit_step", "early_exit_curve", "plot_gamma",
-           "plot_early_exit", "analyze_gamma", "analyze_early_exit"]
+           "plot_early_exit", "early_exit_table", "analyze_gamma", "analyze_early_exit"]
 
 
 def bntt_layers(model: nn.Module) -> list[tuple[str, BatchNormThroughTime]]:
@@ -64,8 +66,8 @@ def exit_step(table: np.ndarray, threshold: float = 0.1) -> int:
 
 
 def early_exit_curve(model: nn.Module, x: Tensor, y: Tensor, thresholds: Sequence[float], *,
-                     absolute: bool = False, batch_size: int = 256,
-                     seed: int = 0) -> dict[str, list[float]]:
+                     absolute: bool = False, batch_size: int = defaults.BATCH_SIZE,
+                     seed: int = defaults.SEED) -> dict[str, list[float]]:
     """Exit step and accuracy for each gamma threshold (BNTT Fig. 7).
 
     Each distinct exit step is evaluated once, by running the model for that many steps.
@@ -89,6 +91,7 @@ def accuracy_per_step(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int
             "loss": [r["loss"] for r in runs]}
 
 
+@styled
 def plot_gamma(names: list[str], table: np.ndarray, weights: list[np.ndarray],
                out_dir: str | Path, threshold: float, label: str = "",
                name: str = "gamma") -> list[Path]:
@@ -98,7 +101,7 @@ def plot_gamma(names: list[str], table: np.ndarray, weights: list[np.ndarray],
 
     steps = table.shape[1]
     t_exit = exit_step(table, threshold)
-    fig, axes = new_figure(ncols=2, width=5.2)
+    fig, axes = new_figure(ncols=2, width=5.0, height=3.8)
     ax = axes[0][0]
     for row, layer in zip(table, names, strict=True):
         ax.plot(range(1, steps + 1), row, marker=".", label=layer)
@@ -107,9 +110,11 @@ def plot_gamma(names: list[str], table: np.ndarray, weights: list[np.ndarray],
         ax.axvspan(t_exit + 0.5, steps + 0.5, color="C0", alpha=0.12, label=f"exit at t={t_exit}")
     ax.set_xlabel("time step t")
     ax.set_ylabel("channel-averaged gamma_t (unitless)")
-    ax.set_title(f"{label} BNTT gamma through time (BNTT Fig. 4)".strip())
-    ax.legend(fontsize="x-small")
+    ax.set_title(f"{label}: gamma through time (BNTT Fig. 4)" if label
+                 else "BNTT gamma through time (BNTT Fig. 4)")
+    integer_ticks(ax, "x")
     ax.grid(alpha=0.3)
+    legend_ax = ax
     ax = axes[0][1]
     cmap = plt.get_cmap("viridis")
     # Stack per-layer histograms vertically, offset by layer, each normalized to [0, 1] as Fig. 6.
@@ -122,38 +127,62 @@ def plot_gamma(names: list[str], table: np.ndarray, weights: list[np.ndarray],
             counts = counts / max(counts.max(), 1)
             ax.plot(edges[:-1], 0.9 * counts + len(weights) - 1 - i, drawstyle="steps-post",
                     color=cmap(t / max(steps - 1, 1)), linewidth=0.9)
-    ax.set_yticks(range(len(names)), list(reversed(names)), fontsize="x-small")
+    ax.set_yticks(range(len(names)), list(reversed(names)), fontsize=8)
     ax.set_xlabel("gamma value")
     ax.set_ylabel("layer (histogram normalized to [0, 1])")
-    ax.set_title("gamma histograms per layer, colour = step (BNTT Fig. 6)")
+    ax.set_title("gamma histograms, colour = step (BNTT Fig. 6)")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, steps))
-    fig.colorbar(sm, ax=ax, label="time step t")
+    bar = fig.colorbar(sm, ax=ax, label="time step t")
+    integer_ticks(bar.ax, "y")
+    place_legend(legend_ax)
     return save_figure(fig, out_dir, name)
 
 
+@styled
 def plot_early_exit(curves: dict[str, dict[str, list[float]]], out_dir: str | Path,
-                    name: str = "early_exit") -> list[Path]:
-    """Accuracy and exit step vs gamma threshold (BNTT Fig. 7), one colour per model."""
-    fig, axes = new_figure()
-    ax = axes[0][0]
-    ax2 = ax.twinx()
-    for i, (label, c) in enumerate(curves.items()):
-        ax.plot(c["threshold"], [100 * a for a in c["acc"]], marker="o", color=f"C{i}",
-                label=f"{label}: accuracy")
-        ax2.plot(c["threshold"], c["exit_step"], marker="s", linestyle="--", color=f"C{i}",
-                 alpha=0.6, label=f"{label}: exit step")
-    ax.set_xlabel("gamma threshold")
-    ax.set_ylabel("test accuracy at exit (%)")
-    ax2.set_ylabel("exit time step T_exit")
-    ax.set_title("Temporal early exit (BNTT Fig. 7)")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize="x-small", loc="lower left")
-    ax.grid(alpha=0.3)
+                    name: str = "early_exit", colors: dict[str, str] | None = None
+                    ) -> list[Path]:
+    """BNTT Fig. 7 as two panels: accuracy at the exit step, and the exit step, vs the gamma
+    threshold; a model has the same colour (``colors``, ``{label: colour}``) in both."""
+    colors = run_colors(curves, colors)
+    fig, axes = new_figure(ncols=2, width=5.0, height=3.6)
+    acc_ax, step_ax = axes[0]
+    for label, c in curves.items():
+        acc_ax.plot(c["threshold"], [100 * a for a in c["acc"]], marker="o",
+                    color=colors[label], label=label)
+        step_ax.plot(c["threshold"], c["exit_step"], marker="s", drawstyle="steps-post",
+                     color=colors[label], label=label)
+    acc_ax.set_xlabel("gamma threshold")
+    acc_ax.set_ylabel("test accuracy at the exit step (%)")
+    acc_ax.set_title("Accuracy with temporal early exit (BNTT Fig. 7)")
+    step_ax.set_xlabel("gamma threshold")
+    step_ax.set_ylabel("exit time step (steps run)")
+    step_ax.set_title("Exit step chosen by the threshold")
+    top = max((max(c["exit_step"]) for c in curves.values() if c["exit_step"]), default=1)
+    step_ax.set_ylim(0.5, top + 0.5)
+    integer_ticks(step_ax, "y")
+    for ax in (acc_ax, step_ax):
+        ax.grid(alpha=0.3)
+        place_legend(ax)
     return save_figure(fig, out_dir, name)
 
 
-def analyze_gamma(model: nn.Module, out_dir: str | Path, *, threshold: float = 0.1,
+def early_exit_table(curves: dict[str, dict[str, list[float]]],
+                     timesteps: dict[str, int] | None = None) -> str:
+    """Markdown table of :func:`early_exit_curve` results: one row per model and threshold,
+    the exit step (of ``timesteps[label]`` when given) and the accuracy there (%)."""
+    lines = ["| model | gamma threshold | exit step | accuracy at exit (%) |",
+             "| --- | --- | --- | --- |"]
+    for label, c in curves.items():
+        total = (timesteps or {}).get(label)
+        for th, step, acc in zip(c["threshold"], c["exit_step"], c["acc"], strict=True):
+            of = f" of {total}" if total else ""
+            lines.append(f"| {label} | {th:g} | {step}{of} | {100 * acc:.2f} |")
+    return "\n".join(lines)
+
+
+def analyze_gamma(model: nn.Module, out_dir: str | Path, *,
+                  threshold: float = defaults.GAMMA_THRESHOLD,
                   absolute: bool = False, label: str = "") -> dict[str, Any]:
     """Gamma table, exit step and plots of one BNTT model; ``{"available": False}`` without BNTT."""
     names, table = gamma_table(model, absolute)
@@ -172,22 +201,32 @@ def analyze_gamma(model: nn.Module, out_dir: str | Path, *, threshold: float = 0
 
 
 def analyze_early_exit(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | Path,
-                       *, thresholds: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
-                       absolute: bool = False, batch_size: int = 256,
-                       seed: int = 0) -> dict[str, Any]:
-    """Accuracy vs threshold/exit step for every model with BNTT layers; others are skipped."""
+                       *, thresholds: Sequence[float] = defaults.EXIT_THRESHOLDS,
+                       absolute: bool = False, batch_size: int = defaults.BATCH_SIZE,
+                       seed: int = defaults.SEED,
+                       colors: dict[str, str] | None = None) -> dict[str, Any]:
+    """Accuracy vs threshold/exit step for every model with BNTT layers; others are skipped.
+
+    Returns:
+        ``{"available", "curves": {label: early_exit_curve(...)}, "timesteps": {label: T},
+        "table": early_exit_table(...) (markdown), "skipped", "files"}``.
+    """
     curves = {label: early_exit_curve(m, x, y, thresholds, absolute=absolute,
                                       batch_size=batch_size, seed=seed)
               for label, m in models.items() if bntt_layers(m)}
     skipped = [label for label, m in models.items() if not bntt_layers(m)]
     if not curves:
         return {"available": False, "reason": "no model has BNTT layers", "skipped": skipped}
+    timesteps = {label: int(models[label].timesteps) for label in curves
+                 if hasattr(models[label], "timesteps")}
     out = Path(out_dir)
-    files = plot_early_exit(curves, out)
-    write_json({"curves": curves, "skipped": skipped}, out / "early_exit.json")
+    files = plot_early_exit(curves, out, colors=colors)
+    write_json({"curves": curves, "timesteps": timesteps, "skipped": skipped},
+               out / "early_exit.json")
     write_csv([{"model": label, "threshold": th, "exit_step": t, "acc": a}
                for label, c in curves.items()
                for th, t, a in zip(c["threshold"], c["exit_step"], c["acc"], strict=True)],
               out / "early_exit.csv")
-    return {"available": True, "curves": curves, "skipped": skipped,
+    return {"available": True, "curves": curves, "timesteps": timesteps,
+            "table": early_exit_table(curves, timesteps), "skipped": skipped,
             "files": [str(p) for p in files]}

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mpbn.analysis import defaults
 from mpbn.analysis._common import evaluate, new_figure, save_figure, write_csv, write_json
+from mpbn.analysis.style import place_legend, run_colors, styled
 from mpbn.layers.neuron import MembraneBN
 from mpbn.layers.norm import SeqNorm
 
@@ -113,24 +115,28 @@ def loss_landscape_1d(model: nn.Module, x: Tensor, y: Tensor, alphas: Sequence[f
     return result
 
 
+@styled
 def plot_landscape(curves: dict[str, dict[str, list[float]]], out_dir: str | Path,
-                   name: str = "landscape") -> list[Path]:
-    """Loss vs alpha, one line per model (MPBN Fig. 3)."""
-    fig, axes = new_figure()
+                   name: str = "landscape", colors: dict[str, str] | None = None) -> list[Path]:
+    """Loss vs alpha, one line per model (MPBN Fig. 3); ``colors``: ``{label: colour}``."""
+    colors = run_colors(curves, colors)
+    fig, axes = new_figure(width=6.0, height=3.8)
     ax = axes[0][0]
     for label, c in curves.items():
-        ax.plot(c["alpha"], c["loss"], marker=".", label=label)
+        ax.plot(c["alpha"], c["loss"], marker=".", label=label, color=colors[label])
     ax.set_xlabel("alpha (step along filter-normalized direction, x ||filter||)")
     ax.set_ylabel("test loss (cross-entropy, nats)")
     ax.set_title("1D loss landscape (Li et al. 2018)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    place_legend(ax)
     return save_figure(fig, out_dir, name)
 
 
 def analyze_landscape(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | Path,
-                      *, n_points: int = 21, alpha_range: tuple[float, float] = (-1.0, 1.0),
-                      seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
+                      *, n_points: int = defaults.LANDSCAPE_POINTS,
+                      alpha_range: tuple[float, float] = defaults.ALPHA_RANGE,
+                      seed: int = defaults.SEED, batch_size: int = defaults.BATCH_SIZE,
+                      colors: dict[str, str] | None = None) -> dict[str, Any]:
     """1D landscapes of several models on one plot, plus ``landscape.json``/csv.
 
     Each model gets its own direction drawn with the same seed (the directions differ in shape
@@ -144,7 +150,7 @@ def analyze_landscape(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_di
     curves = {label: loss_landscape_1d(m, x, y, alphas, seed=seed, batch_size=batch_size)
               for label, m in models.items()}
     out = Path(out_dir)
-    files = plot_landscape(curves, out)
+    files = plot_landscape(curves, out, colors=colors)
     write_json({"n_samples": int(y.shape[0]), "seed": seed, "curves": curves},
                out / "landscape.json")
     write_csv([{"model": label, "alpha": a, "loss": lo, "acc": ac}

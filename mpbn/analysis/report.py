@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from mpbn.analysis import defaults
 from mpbn.analysis.compare import (
     comparison_table,
     has_holdout,
@@ -31,9 +32,11 @@ from mpbn.analysis.energy import E_AC_PJ, E_MAC_PJ, analyze_energy
 from mpbn.analysis.fold_report import analyze_fold
 from mpbn.analysis.gamma import analyze_early_exit, analyze_gamma
 from mpbn.analysis.io import Run, load_run, load_test_sample, model_from_checkpoint
+from mpbn.analysis.labels import comparison_warnings, config_differences, run_labels, slug
 from mpbn.analysis.landscape import analyze_landscape
 from mpbn.analysis.robustness import analyze_robustness
 from mpbn.analysis.spikes import analyze_spikes
+from mpbn.analysis.style import run_colors
 
 __all__ = ["SECTIONS", "ReportOptions", "results_table", "heldout_results_table",
            "mean_std_text", "build_report"]
@@ -44,27 +47,34 @@ SECTIONS = ("curves", "landscape", "spikes", "energy", "gamma", "early-exit", "r
 
 @dataclass
 class ReportOptions:
-    """Cost knobs of the model-based sections (all evaluate on one test-set sample)."""
+    """Cost knobs of the model-based sections (all evaluate on one test-set sample).
 
-    n_samples: int = 256
-    batch_size: int = 128
-    seed: int = 0
-    landscape_points: int = 11
-    alpha_range: tuple[float, float] = (-1.0, 1.0)
-    gamma_threshold: float = 0.1
-    thresholds: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-    sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4)
-    epsilons: Sequence[float] = (0.0, 0.01, 0.02, 0.05)
+    The defaults are :mod:`mpbn.analysis.defaults`, the same as ``mpbn analyze``'s.
+    """
+
+    n_samples: int = defaults.N_SAMPLES
+    batch_size: int = defaults.BATCH_SIZE
+    seed: int = defaults.SEED
+    landscape_points: int = defaults.LANDSCAPE_POINTS
+    alpha_range: tuple[float, float] = defaults.ALPHA_RANGE
+    gamma_threshold: float = defaults.GAMMA_THRESHOLD
+    thresholds: Sequence[float] = defaults.EXIT_THRESHOLDS
+    sigmas: Sequence[float] = defaults.SIGMAS
+    epsilons: Sequence[float] = defaults.EPSILONS
     e_ac: float = E_AC_PJ
     e_mac: float = E_MAC_PJ
-    checkpoint: str = "last"
-    device: str = "cpu"
+    checkpoint: str = defaults.CHECKPOINT
+    device: str = defaults.DEVICE
     sections: Sequence[str] = SECTIONS
     #: Config overrides for rebuilding models and loading data, e.g. ``{"data.root": DIR}``.
     overrides: dict[str, Any] = field(default_factory=dict)
     #: Add a comparison of every run against the first (the baseline): final test accuracy
     #: mean ± std and the difference with a Welch interval, and a per-seed table.
     compare: bool = False
+    #: The config paths the comparison is about (``["model.mpbn"]``): a variant that differs
+    #: from the baseline in any other path gets a warning. ``None``: warn when a variant
+    #: differs in more than one path.
+    variables: Sequence[str] | None = None
 
 
 def _final_accs(run: Run, key: str) -> list[float]:
@@ -188,11 +198,22 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
     out = Path(out_dir)
     images = out / "images"
     runs = [load_run(d, prefer=opts.checkpoint) for d in run_dirs]
-    labels = _labels(runs)
+    labels = run_labels(runs)
+    colors = run_colors(labels)  # one colour per run in every figure of the page
     page = _Page(out)
     page.add("# SNN analysis report", "",
-             "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "",
-             "## Results", "")
+             "Runs: " + ", ".join(f"`{r.path}`" for r in runs), "")
+    differing = config_differences([r.config for r in runs])
+    if len(runs) > 1:
+        page.add("The runs' configs differ in: "
+                 + (", ".join(f"`{p}`" for p in differing) if differing else "nothing")
+                 + " (runtime fields such as `data.root`, the device and the seeds not "
+                 "counted); labels name these values where the run names do not.", "")
+    if opts.compare:
+        for line in comparison_warnings(runs, labels, opts.variables):
+            print(f"warning: {line}", flush=True)
+            page.note(f"**Warning**: {line}")
+    page.add("## Results", "")
     if any(has_holdout(r) for r in runs):
         page.add("Accuracy in %, mean ± std (sample std) over finished seeds. *test* is the "
                  "official test set, evaluated once with the final model; *held-out* is the "
@@ -211,7 +232,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
 
     if "curves" in wanted:
         def curves() -> None:
-            res = analyze_curves([r.path for r in runs], images, labels=labels)
+            res = analyze_curves([r.path for r in runs], images, labels=labels, colors=colors)
             heldout = set(HELDOUT_KEYS) <= set(res["keys"])
             split = ("Held-out accuracy and loss per epoch (the validation split taken out of "
                      "the training set; the test set is not looked at during training)"
@@ -239,13 +260,14 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
         return _write(page, out)
     page.add(f"Model-based sections use the first seed's `{opts.checkpoint}` checkpoint, in "
              f"eval mode, on {int(y.shape[0])} test samples of `{info.name}`.", "")
-    _model_sections(page, models, x, y, info, images, opts, wanted)
+    _model_sections(page, models, x, y, info, images, opts, wanted, colors)
     return _write(page, out)
 
 
 def _model_sections(page: _Page, models: dict[str, nn.Module], x: Tensor, y: Tensor, info: Any,
-                    images: Path, opts: ReportOptions, wanted: set[str]) -> None:
-    common = {"batch_size": opts.batch_size, "seed": opts.seed}
+                    images: Path, opts: ReportOptions, wanted: set[str],
+                    colors: dict[str, str]) -> None:
+    common = {"batch_size": opts.batch_size, "seed": opts.seed, "colors": colors}
     if "landscape" in wanted:
         def landscape() -> None:
             res = analyze_landscape(models, x, y, images, n_points=opts.landscape_points,
@@ -261,8 +283,9 @@ def _model_sections(page: _Page, models: dict[str, nn.Module], x: Tensor, y: Ten
         def spikes() -> None:
             res = analyze_spikes(models, x, images, **common)
             spikes_result.update(res)
-            page.add("Spikes per neuron per sample at each step (BNTT Fig. 1) and spike rate "
-                     "per layer, total spikes over T / neurons (BNTT Fig. 5).", "")
+            page.add("Spikes per neuron per sample at each step (BNTT Fig. 1; every map on one "
+                     "colour scale) and spike rate per layer, total spikes over T / neurons "
+                     "(BNTT Fig. 5).", "")
             page.image(_png(res["files"]), "spike activity")
             page.add("| model | mean spike rate over layers | SOPs per sample |",
                      "| --- | --- | --- |")
@@ -293,7 +316,7 @@ def _model_sections(page: _Page, models: dict[str, nn.Module], x: Tensor, y: Ten
         def gamma() -> None:
             any_bntt = False
             for label, model in models.items():
-                res = analyze_gamma(model, images / label, threshold=opts.gamma_threshold,
+                res = analyze_gamma(model, images / slug(label), threshold=opts.gamma_threshold,
                                     label=label)
                 if res["available"]:
                     any_bntt = True
@@ -313,6 +336,7 @@ def _model_sections(page: _Page, models: dict[str, nn.Module], x: Tensor, y: Ten
             page.add("Accuracy when running only up to the exit step chosen by each gamma "
                      "threshold (BNTT Sec. 3.4, Fig. 7).", "")
             page.image(_png(res["files"]), "early exit")
+            page.add(res["table"], "")
         _section(page, "Temporal early exit", early_exit)
 
     if "robustness" in wanted:
@@ -332,7 +356,8 @@ def _model_sections(page: _Page, models: dict[str, nn.Module], x: Tensor, y: Ten
             for label, model in models.items():
                 xb = x[:, :opts.batch_size] if x.dim() == len(info.input_shape) + 2 \
                     else x[:opts.batch_size]
-                res = analyze_fold(model, xb, images / label, label=label)
+                res = analyze_fold(model, xb, images / slug(label), label=label,
+                                   color=colors.get(label))
                 if not res["available"]:
                     continue
                 any_mpbn = True
@@ -379,11 +404,6 @@ def _sample(loaded: dict[str, tuple[nn.Module, dict[str, Any]]], page: _Page,
         except Exception as error:
             page.note(f"{label}: test data unavailable ({type(error).__name__}: {error}).")
     return None, None, None
-
-
-def _labels(runs: Sequence[Run]) -> list[str]:
-    names = [r.name for r in runs]
-    return [r.path.name if names.count(r.name) > 1 else r.name for r in runs]
 
 
 def _write(page: _Page, out: Path) -> Path:

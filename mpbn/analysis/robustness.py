@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mpbn.analysis import defaults
 from mpbn.analysis._common import (
     chunks,
     eval_mode,
@@ -36,6 +37,7 @@ from mpbn.analysis._common import (
     write_csv,
     write_json,
 )
+from mpbn.analysis.style import place_legend, run_colors, styled
 
 __all__ = ["InputSpace", "gaussian_noise", "fgsm", "noise_curve", "fgsm_curve",
            "plot_robustness", "analyze_robustness"]
@@ -122,29 +124,36 @@ def fgsm_curve(model: nn.Module, x: Tensor, y: Tensor, epsilons: Sequence[float]
     return result
 
 
+@styled
 def plot_robustness(noise: dict[str, dict[str, list[float]]],
                     attack: dict[str, dict[str, list[float]]], out_dir: str | Path,
-                    pixel_space: bool, name: str = "robustness") -> list[Path]:
-    """Accuracy vs noise sigma and vs FGSM epsilon, several models per panel (BNTT Fig. 8)."""
+                    pixel_space: bool, name: str = "robustness",
+                    colors: dict[str, str] | None = None) -> list[Path]:
+    """Accuracy vs noise sigma and vs FGSM epsilon, several models per panel (BNTT Fig. 8);
+    a model has the same colour (``colors``, ``{label: colour}``) in both panels."""
+    colors = run_colors([*noise, *attack], colors)
     unit = "pixel units, images in [0, 1]" if pixel_space else "input units"
-    fig, axes = new_figure(ncols=2)
+    fig, axes = new_figure(ncols=2, width=5.0, height=3.6)
     for ax, curves, key, title in ((axes[0][0], noise, "sigma", "Gaussian noise (BNTT Fig. 8A)"),
                                    (axes[0][1], attack, "epsilon", "FGSM (BNTT Fig. 8B)")):
         for label, c in curves.items():
-            ax.plot(c[key], [100 * a for a in c["acc"]], marker="o", label=label)
+            ax.plot(c[key], [100 * a for a in c["acc"]], marker="o", label=label,
+                    color=colors[label])
         ax.set_xlabel(f"{'noise std sigma' if key == 'sigma' else 'attack epsilon'} ({unit})")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    for ax in axes[0]:
+        place_legend(ax)
     return save_figure(fig, out_dir, name)
 
 
 def analyze_robustness(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | Path,
-                       *, sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-                       epsilons: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1),
+                       *, sigmas: Sequence[float] = defaults.SIGMAS,
+                       epsilons: Sequence[float] = defaults.EPSILONS,
                        mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                       batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
+                       batch_size: int = defaults.BATCH_SIZE, seed: int = defaults.SEED,
+                       colors: dict[str, str] | None = None) -> dict[str, Any]:
     """Noise and FGSM curves of several models on one figure, plus json/csv."""
     shape = getattr(next(iter(models.values()), None), "input_shape", (0, 0, 0))
     space = InputSpace(tuple(mean) if mean is not None else None,
@@ -154,7 +163,8 @@ def analyze_robustness(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_d
     attack = {label: fgsm_curve(m, x, y, epsilons, space=space, batch_size=batch_size, seed=seed)
               for label, m in models.items()}
     out = Path(out_dir)
-    files = plot_robustness(noise, attack, out, pixel_space=space.mean is not None)
+    files = plot_robustness(noise, attack, out, pixel_space=space.mean is not None,
+                            colors=colors)
     write_json({"pixel_space": space.mean is not None, "noise": noise, "fgsm": attack},
                out / "robustness.json")
     rows = [{"model": label, "perturbation": "noise", "strength": s, "acc": a}

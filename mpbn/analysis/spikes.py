@@ -38,17 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mpbn.analysis import defaults
 from mpbn.analysis._common import (
     batch_size_of,
     chunks,
     eval_mode,
     forward_logits,
-    new_figure,
     save_figure,
     seeded,
     write_csv,
     write_json,
 )
+from mpbn.analysis.style import MAX_WIDTH, place_legend, run_colors, styled, wrap
 from mpbn.layers.recording import SpikeRecord, record_spikes
 
 __all__ = ["LayerSpikes", "SynapticLayer", "Activity", "event_map", "synaptic_ops",
@@ -265,44 +266,74 @@ def _layer_spikes(record: SpikeRecord) -> list[LayerSpikes]:
             for name, per_step in record.spikes_per_step.items()]
 
 
-def plot_spikes(activities: dict[str, Activity], out_dir: str | Path,
-                name: str = "spikes") -> list[Path]:
-    """Per model: a layer x time heatmap (BNTT Fig. 1); all models: per-layer bars (Fig. 5)."""
-    n_models = len(activities)
-    fig, axes = new_figure(ncols=n_models + 1, width=4.6, height=3.8)
-    for ax, (label, act) in zip(axes[0][:n_models], activities.items(), strict=True):
-        table = np.array([s.rate_per_step(act.n_samples) for s in act.spikes]) \
-            if act.spikes else np.zeros((1, 1))
-        im = ax.imshow(table, aspect="auto", cmap="viridis", interpolation="nearest")
+@styled
+def plot_spikes(activities: dict[str, Activity], out_dir: str | Path, name: str = "spikes",
+                colors: dict[str, str] | None = None) -> list[Path]:
+    """Per model a layer x time heatmap (BNTT Fig. 1), all on one colour scale with one
+    colour bar; below them the per-layer spike rates of every model (BNTT Fig. 5).
+
+    Heatmaps are laid out three to a row, so the figure stays readable for many models;
+    ``colors`` (``{label: colour}``) colours the bars and the heatmap titles.
+    """
+    import matplotlib.pyplot as plt
+
+    colors = run_colors(activities, colors)
+    tables = {label: np.array([s.rate_per_step(act.n_samples) for s in act.spikes])
+              if act.spikes else np.zeros((1, 1)) for label, act in activities.items()}
+    n_models = max(len(activities), 1)
+    ncols = min(n_models, 3)
+    nrows = -(-n_models // ncols)
+    n_layers = max((len(a.spikes) for a in activities.values()), default=1)
+    map_height = min(max(1.4 + 0.28 * n_layers, 2.4), 4.5)
+    fig = plt.figure(figsize=(min(max(3.4 * ncols + 1.0, 6.5), MAX_WIDTH),
+                              map_height * nrows + 3.6), constrained_layout=True)
+    grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[map_height] * nrows + [3.6])
+    # One scale for every model (the range over all maps), so colours compare across maps.
+    vmin = min((float(t.min()) for t in tables.values()), default=0.0)
+    vmax = max((float(t.max()) for t in tables.values()), default=1.0)
+    norm = plt.Normalize(vmin, vmax if vmax > vmin else vmin + 1e-6)
+    maps = []
+    for i, (label, act) in enumerate(activities.items()):
+        ax = fig.add_subplot(grid[i // ncols, i % ncols])
+        maps.append(ax)
+        table = tables[label]
+        im = ax.imshow(table, aspect="auto", cmap="viridis", norm=norm, interpolation="nearest")
         ax.set_xlabel("time step t")
-        ax.set_ylabel("LIF layer (depth)")
         ax.set_xticks(range(table.shape[1]), [str(t + 1) for t in range(table.shape[1])])
-        ax.set_yticks(range(len(act.spikes)), [s.name for s in act.spikes], fontsize="x-small")
-        ax.set_title(f"{label}: spikes / neuron / sample")
-        fig.colorbar(im, ax=ax, label="spikes per neuron")
-    ax = axes[0][n_models]
-    width = 0.8 / max(n_models, 1)
+        ax.set_yticks(range(len(act.spikes)), [s.name for s in act.spikes], fontsize=8)
+        if i % ncols == 0:
+            ax.set_ylabel("LIF layer (depth)")
+        ax.set_title(wrap(label, 30 if ncols > 1 else 60), color=colors[label],
+                     fontweight="bold")
+    if maps:
+        fig.colorbar(im, ax=maps, label="spikes / neuron / sample")
+    ax = fig.add_subplot(grid[nrows, :])
+    width = 0.8 / n_models
     for i, (label, act) in enumerate(activities.items()):
         rates = [s.spike_rate(act.n_samples) for s in act.spikes]
-        ax.bar(np.arange(len(rates)) + i * width, rates, width=width, label=label)
+        ax.bar(np.arange(len(rates)) + i * width, rates, width=width, label=label,
+               color=colors[label])
     names = [s.name for s in next(iter(activities.values())).spikes] if activities else []
-    ax.set_xticks(np.arange(len(names)) + width * (n_models - 1) / 2, names, rotation=60,
-                  ha="right", fontsize="x-small")
+    ax.set_xticks(np.arange(len(names)) + width * (n_models - 1) / 2, names,
+                  rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center",
+                  fontsize=8)
     ax.set_xlabel("LIF layer (depth)")
-    ax.set_ylabel("spike rate (spikes over T per neuron)")
+    ax.set_ylabel("spike rate\n(spikes over T per neuron)")
     ax.set_title("Layer-wise spike rate (BNTT Fig. 5)")
-    ax.legend(fontsize="small")
     ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Spikes per neuron per sample at each step (BNTT Fig. 1), one colour scale")
+    place_legend(ax)
     return save_figure(fig, out_dir, name)
 
 
 def analyze_spikes(models: dict[str, nn.Module], x: Tensor, out_dir: str | Path, *,
-                   batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
+                   batch_size: int = defaults.BATCH_SIZE, seed: int = defaults.SEED,
+                   colors: dict[str, str] | None = None) -> dict[str, Any]:
     """Spike activity of several models: ``spikes.png``/svg, ``spikes.json``, ``spikes.csv``."""
     activities = {label: measure_activity(m, x, batch_size=batch_size, seed=seed)
                   for label, m in models.items()}
     out = Path(out_dir)
-    files = plot_spikes(activities, out)
+    files = plot_spikes(activities, out, colors=colors)
     data = {label: a.to_dict() for label, a in activities.items()}
     write_json(data, out / "spikes.json")
     write_csv([{"model": label, "layer": layer["name"], "neurons": layer["neurons"],

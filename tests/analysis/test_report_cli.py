@@ -81,3 +81,17 @@ def test_cli_registers_and_runs(tmp_path):
     assert main(["report", str(run), "--out", str(tmp_path / "r"), "--n-samples", "16",
                  "--skip", "landscape", "robustness", "early-exit"]) == 0
     assert "## Loss landscape" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_compare_of_unlike_runs_warns_on_stdout_and_in_the_page(tmp_path, capsys):
+    base = _make_run(tmp_path, "base", "bn", None, with_checkpoint=False)
+    other = _make_run(tmp_path, "other", "bntt", "channel", with_checkpoint=False)
+    opts = ReportOptions(sections=("curves",), compare=True)
+    text = build_report([base, other], tmp_path / "r", opts).read_text()
+    line = ("other differs from the baseline base in more than one config value: "
+            "model.norm: bn -> bntt; model.mpbn: none -> channel")
+    assert line in text and f"warning: {line}" in capsys.readouterr().out
+    assert "The runs' configs differ in: `model.norm`, `model.mpbn`" in text
+    opts = ReportOptions(sections=("curves",), compare=True, variables=["model.norm",
+                                                                          "model.mpbn"])
+    assert "Warning" not in build_report([base, other], tmp_path / "r2", opts).read_text()
