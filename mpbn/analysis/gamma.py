@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mpbn.analysis import defaults
 from mpbn.analysis._common import evaluate, new_figure, save_figure, write_csv, write_json
-from mpbn.analysis.style import integer_ticks, place_legend, run_colors, styled
+from mpbn.analysis.style import integer_ticks, place_legend, run_colors, styled, wrap
 from mpbn.layers.norm import BatchNormThroughTime
 
 __all__ = ["bntt_layers", "gamma_table", "exit_step", "early_exit_curve", "plot_gamma",
@@ -110,7 +110,7 @@ def plot_gamma(names: list[str], table: np.ndarray, weights: list[np.ndarray],
         ax.axvspan(t_exit + 0.5, steps + 0.5, color="C0", alpha=0.12, label=f"exit at t={t_exit}")
     ax.set_xlabel("time step t")
     ax.set_ylabel("channel-averaged gamma_t (unitless)")
-    ax.set_title(f"{label}: gamma through time (BNTT Fig. 4)" if label
+    ax.set_title(wrap(f"{label}: gamma through time (BNTT Fig. 4)", 48) if label
                  else "BNTT gamma through time (BNTT Fig. 4)")
     integer_ticks(ax, "x")
     ax.grid(alpha=0.3)
