@@ -102,6 +102,9 @@ def test_header_shows_the_effective_settings_of_a_preset(tmp_path, capsys):
     assert "  model      resnet19, norm bn, MPBN channel, T=2\n" in out
     assert "  training   3 epochs x 3 seeds (0, 1, 2), sgd lr 0.1\n" in out
     assert "  device     cpu, 1 process\n" in out and f"writing to {tmp_path / 'run'}" in out
+    # Whether TensorBoard mirrors the metrics, said up front.
+    assert ("TensorBoard not installed: pip install mpbn[tensorboard]" in out
+            or "TensorBoard logs in seed_*/tensorboard" in out)
 
 
 def test_header_of_the_demo_names_the_dataset_actually_used(tmp_path, capsys):

@@ -109,7 +109,8 @@ class DataConfig:
         name: Dataset name (``mpbn.data.list_datasets()``).
         root: Dataset folder (None: ``$MPBN_DATA/<dataset>``).
         download: Let the data layer fetch missing files.
-        split: Dataset split where there are several (CIFAR10-DVS).
+        split: Dataset split where there are several (CIFAR10-DVS: ``9to1``/``first100``;
+            DVS128 Gesture: ``official-64``/``official-128``/``official-48``, the frame size).
         holdout: Hold out this many training samples (a fixed class-stratified draw, the same
             for every seed: :func:`mpbn.data.sampling.holdout_split`) and evaluate on them after
             every epoch; the test set is then evaluated once, after the last epoch. Choose

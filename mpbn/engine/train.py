@@ -187,6 +187,14 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "es" if word.endswith("s") else "s")
 
 
+def _tensorboard_note() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        return "TensorBoard logs in seed_*/tensorboard"
+    return "TensorBoard not installed: pip install mpbn[tensorboard]"
+
+
 def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
     """The lines printed when a run starts, built from the effective config.
 
@@ -237,7 +245,7 @@ def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
         f"  training   {_plural(o.epochs, 'epoch')} x {_plural(r.seeds, 'seed')} ({seeds}), "
         f"{o.name} lr {o.lr}",
         f"  device     {dist.device}, {_plural(dist.world_size, 'process')}",
-        f"  writing to {run_dir}",
+        f"  writing to {run_dir} (metrics.jsonl per seed; {_tensorboard_note()})",
     ]
     return "\n".join(lines)
 
