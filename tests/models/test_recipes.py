@@ -26,7 +26,9 @@ FIELDS = ("decay", "v_threshold", "reset", "surrogate", "alpha")
 #: ``create`` defaults that neuron must equal.
 FAMILIES = {"bntt-": ("vgg9", recipes.BNTT_NEURON),
             "mpbn-": ("resnet19", recipes.MPBN_NEURON),
-            "cifar10-r20narrow-": ("resnet19", recipes.MPBN_NEURON)}
+            "cifar10-r20narrow-": ("resnet19", recipes.MPBN_NEURON),
+            "cifar10-fast-": ("resnet19", recipes.MPBN_NEURON),  # MPBN's neuron, its own net
+            "dvs128-gesture-": ("resnet19", recipes.MPBN_NEURON)}  # MPBN's CIFAR10-DVS recipe
 
 
 def _family(preset: str) -> tuple[str, dict]:
@@ -43,7 +45,8 @@ def _neurons(model) -> set[tuple]:
 def _preset_model(name: str):
     cfg = get_preset(name)
     model_name = PRESETS[name]["model"]
-    kwargs = {} if model_name == "fc_smnist" else {"width": 4}
+    small = {"fc_smnist": {}, "fastnet": {"widths": [4, 8]}}  # no ``width`` option there
+    kwargs = small.get(model_name, {"width": 4})
     cfg = apply_overrides(cfg, {"model_kwargs": kwargs, "timesteps": 2})
     if model_name == "fc_smnist":
         shape = (1,)
