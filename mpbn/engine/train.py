@@ -54,8 +54,8 @@ __all__ = [
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss, or a parameter or buffer, became NaN or infinite; the message names epoch,
-    step and (for the state) the first non-finite tensor."""
+    """The loss, or a parameter, buffer or gradient, became NaN or infinite; the message names
+    epoch, step and (for the state) the first non-finite tensor."""
 
 
 def _state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
@@ -64,12 +64,29 @@ def _state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
     return [(unwrapped_name(n), t) for n, t in named if t.is_floating_point() or t.is_complex()]
 
 
+def _with_gradients(state: list[tuple[str, Tensor]], model: nn.Module
+                    ) -> list[tuple[str, Tensor]]:
+    """``state`` and the gradients present now (``zero_grad(set_to_none=True)`` makes new
+    ones every step, so they are looked up at each check; no host sync)."""
+    grads = [(f"grad of {unwrapped_name(n)}", p.grad) for n, p in model.named_parameters()
+             if p.grad is not None]
+    return [*state, *grads]
+
+
 def _all_finite(tensors: list[tuple[str, Tensor]], device: torch.device) -> Tensor:
     """One device bool: every tensor finite (no host sync)."""
     if not tensors:
         return torch.ones((), device=device, dtype=torch.bool)
     with torch.no_grad():
         return torch.stack([t.detach().isfinite().all().to(device) for _, t in tensors]).all()
+
+
+def _mark_nonfinite(state_bad: Tensor, tensors: list[tuple[str, Tensor]],
+                    device: torch.device, global_step: int) -> Tensor:
+    """``state_bad``, or ``global_step`` where it is still -1 and a tensor is not finite
+    (one fused reduction, on the device)."""
+    fresh = ~_all_finite(tensors, device) & (state_bad < 0)
+    return torch.where(fresh, torch.full_like(state_bad, global_step), state_bad)
 
 
 def _first_nonfinite(tensors: Any) -> str | None:
@@ -653,8 +670,9 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         seen, steps_done = int(resume["seen"]), int(resume["steps"])
         elapsed_before = float(resume["epoch_time"])
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    # The step at which a parameter or buffer was first seen non-finite; checked with one
-    # fused reduction at every host read (every ``log_interval`` steps and the epoch's end).
+    # The step at which a parameter, buffer or gradient was first seen non-finite; checked
+    # with one fused reduction at every host read (every ``log_interval`` steps, before a
+    # mid-epoch checkpoint and at the epoch's end).
     state_bad = torch.full((), -1, device=device, dtype=torch.long)
     state = _state_tensors(model)
     start = last_line = time.perf_counter()
@@ -684,9 +702,9 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         correct += (logits.detach().argmax(1) == y).sum()
         seen += y.shape[0]
         if step_in_epoch % cfg.run.log_interval == 0 or step_in_epoch == len(loader):
-            state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
-                                    torch.full_like(state_bad, global_step), state_bad)
-            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, state)
+            checked = _with_gradients(state, model)
+            state_bad = _mark_nonfinite(state_bad, checked, device, global_step)
+            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, checked)
             elapsed = time.perf_counter() - start
             loss_now, acc_now = loss_sum.item() / seen, 100 * correct.item() / seen
             img_s = seen * dist.world_size / max(elapsed, 1e-9)
@@ -699,17 +717,17 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         if (checkpoint_every and on_checkpoint is not None
                 and global_step % checkpoint_every == 0 and step_in_epoch < len(loader)):
             # No checkpoint after a bad step: the check of a log interval first.
-            state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
-                                    torch.full_like(state_bad, global_step), state_bad)
-            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, state)
+            checked = _with_gradients(state, model)
+            state_bad = _mark_nonfinite(state_bad, checked, device, global_step)
+            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, checked)
             on_checkpoint({"steps": step_in_epoch, "global_step": global_step,
                            "loss_sum": loss_sum.detach().cpu().clone(),
                            "correct": correct.detach().cpu().clone(), "seen": seen,
                            "loader": loader.state_dict()})
     bar.close()
-    state_bad = torch.where(~_all_finite(state, device) & (state_bad < 0),
-                            torch.full_like(state_bad, global_step), state_bad)
-    _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, state)
+    checked = _with_gradients(state, model)
+    state_bad = _mark_nonfinite(state_bad, checked, device, global_step)
+    _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, checked)
     totals = torch.stack([loss_sum, correct.double(),
                           torch.tensor(float(seen), device=device, dtype=torch.float64)])
     all_reduce_sum(totals)

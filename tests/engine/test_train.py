@@ -384,3 +384,34 @@ def test_metrics_truncation_drops_half_lines_repeats_and_later_epochs(tmp_path):
     kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert kept == [{"epoch": 1, "a": 1}, {"epoch": 2, "a": 3}, {"epoch": 3, "a": 4}]
     writer.close()
+
+
+def test_nan_gradient_with_finite_weights_stops_naming_the_gradient(
+        tmp_path, tiny_config, monkeypatch):
+    # The NaN is put into a gradient after the optimizer step (so the weights stay finite):
+    # only the gradient check can see it, at the log interval of that step.
+    cfg = apply_overrides(tiny_config, dict(epochs=3))
+    built = _capture_model(monkeypatch)
+    steps = []
+
+    def poison_gradient(optimizer, args, kwargs):
+        steps.append(1)
+        if len(steps) == 6:  # epoch 2, step 2 (4 steps an epoch), a log_interval step
+            name, param = next(iter(built[-1].named_parameters()))
+            poisoned.append(name)
+            param.grad[(0,) * param.grad.dim()] = float("nan")
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    poisoned = []
+    handle = register_optimizer_step_post_hook(poison_gradient)
+    try:
+        with pytest.raises(TrainingDiverged) as error:
+            run(cfg, RunOptions(out=tmp_path, quiet=True))
+    finally:
+        handle.remove()
+    assert f"first non-finite tensor grad of {poisoned[0]};" in str(error.value)
+    assert "epoch 2, step 2 (global step 6" in str(error.value)
+    last = load_checkpoint(tmp_path / "seed_0/last.pt")
+    assert last["epoch"] == 1
+    assert _all_tensors_finite(last) == []
