@@ -386,15 +386,20 @@ def cmd_fold(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise CLIError(f"--nir needs the nir package: pip install 'mpbn[export]' ({exc})"
                            ) from None
-    weights, meta = export_folded(folded, cfg, ckpt["data_info"], out,
-                                  extra={"source_checkpoint": str(checkpoint),
-                                         "epoch": ckpt["epoch"]})
-    print(f"wrote {weights} and {meta}")
-    if graph is not None:
-        from mpbn.export import write_nir
+    try:
+        weights, meta = export_folded(folded, cfg, ckpt["data_info"], out,
+                                      extra={"source_checkpoint": str(checkpoint),
+                                             "epoch": ckpt["epoch"]})
+        print(f"wrote {weights} and {meta}")
+        if graph is not None:
+            from mpbn.export import write_nir
 
-        write_nir(graph, out / "model.nir")
-        print(f"wrote {out / 'model.nir'}")
+            write_nir(graph, out / "model.nir")
+            print(f"wrote {out / 'model.nir'}")
+    except OSError as error:
+        where = error.filename if error.filename is not None else out
+        raise CLIError(f"cannot write the output folder {out}: {error.strerror or error} "
+                       f"({where}); choose another -o") from None
     return 0
 
 

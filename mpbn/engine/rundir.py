@@ -99,7 +99,10 @@ def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, re
             # Temporary files of writes a kill interrupted (config, summary, checkpoints).
             for folder in [run_dir, *sorted(p for p in run_dir.glob("seed_*") if p.is_dir())]:
                 remove_stale_temporaries(folder)
-            atomic_write_text(config_path, cfg.to_json() + "\n")
+            try:
+                atomic_write_text(config_path, cfg.to_json() + "\n")
+            except OSError as error:
+                raise unwritable(run_dir, error) from None
         return run_dir
     occupied = run_dir.exists() and any(run_dir.iterdir())
     if dist.enabled:
@@ -109,10 +112,20 @@ def prepare_run_dir(cfg: TrainConfig, out: str | Path | None, *, force: bool, re
         raise ConfigError(f"output folder {run_dir} exists and is not empty; use --force to "
                           "overwrite, --resume to continue it, or another --out")
     if dist.is_primary:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not force:
-            atomic_write_text(config_path, cfg.to_json() + "\n")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not force:
+                atomic_write_text(config_path, cfg.to_json() + "\n")
+        except OSError as error:
+            raise unwritable(run_dir, error) from None
     return run_dir
+
+
+def unwritable(run_dir: Path, error: OSError) -> ConfigError:
+    """The one-line error for an output folder that cannot be created or written."""
+    where = error.filename if error.filename is not None else run_dir
+    return ConfigError(f"cannot write the output folder {run_dir}: {error.strerror or error} "
+                       f"({where}); choose another --out")
 
 
 def set_aside_previous(cfg: TrainConfig, run_dir: Path, dist: DistInfo) -> Path | None:
