@@ -339,6 +339,10 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         log(f"seed {seed}: resumed from {last_path} after epoch {start_epoch}" if position is None
             else f"seed {seed}: resumed from {last_path} in epoch {position['epoch']}, after "
                  f"step {position['steps']} of {len(train_loader)}")
+    elif options.resume:
+        # Killed before the first last.pt: a metrics line (or half of one) of epoch 1 may
+        # be there already; epoch 1 is trained again and writes it again.
+        writer.truncate_after(0)
 
     model_for_step: nn.Module = model
     if dist.enabled:
