@@ -14,6 +14,7 @@ checkpoint file ``*.pt``. ``mpbn.cli`` calls :func:`register`.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,20 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, nn.Module], Tensor, Tenso
                                 "recorded); if the data moved, give its folder with --data-root"
                                 ) from None
     return models, x, y, info
+
+
+def _announced(name: str, command: Any) -> Any:
+    """``command`` with a line when it starts (what it loads and computes) and one with its
+    time when it ends: a landscape or robustness sweep of a large model takes minutes."""
+    def run(args: argparse.Namespace) -> int:
+        runs = ", ".join(str(r) for r in args.runs)
+        print(f"analyze {name}: {runs} ...", flush=True)
+        start = time.perf_counter()
+        status = command(args)
+        print(f"analyze {name}: done in {time.perf_counter() - start:.1f} s", flush=True)
+        return status
+
+    return run
 
 
 def _done(result: dict[str, Any], out: str) -> int:
@@ -269,16 +284,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", nargs="+", default=None,
                    help="metrics.jsonl fields to plot (default: val_acc val_loss for runs with "
                    "a held-out split, test_acc test_loss for runs without)")
-    p.set_defaults(func=_curves)
+    p.set_defaults(func=_announced("curves", _curves))
 
     p = sub.add_parser("landscape", help="1D filter-normalized loss landscape (MPBN Fig. 3)")
     _common(p)
     _landscape_options(p)
-    p.set_defaults(func=_landscape)
+    p.set_defaults(func=_announced("landscape", _landscape))
 
     p = sub.add_parser("spikes", help="spike rate per layer and step, SOPs (BNTT Figs. 1, 5)")
     _common(p)
-    p.set_defaults(func=_spikes)
+    p.set_defaults(func=_announced("spikes", _spikes))
 
     p = sub.add_parser("energy", help="SNN accumulates vs ANN MACs energy (BNTT Supp. E)")
     _common(p)
@@ -286,14 +301,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pJ per accumulate (45 nm: %(default)s)")
     p.add_argument("--e-mac", type=float, default=defaults.E_MAC_PJ,
                    help="pJ per MAC (45 nm: %(default)s)")
-    p.set_defaults(func=_energy)
+    p.set_defaults(func=_announced("energy", _energy))
 
     p = sub.add_parser("gamma", help="BNTT gamma through time and exit step (BNTT Figs. 4, 6)")
     _common(p)
     p.add_argument("--threshold", type=float, default=defaults.GAMMA_THRESHOLD,
                    help="exit threshold on the channel-averaged gamma (default %(default)s)")
     p.add_argument("--abs", action="store_true", help="average |gamma| instead of gamma")
-    p.set_defaults(func=_gamma)
+    p.set_defaults(func=_announced("gamma", _gamma))
 
     p = sub.add_parser("early-exit", help="accuracy vs gamma threshold / exit step (BNTT Fig. 7)")
     _common(p)
@@ -301,18 +316,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated gamma thresholds (default "
                    f"{_csv(defaults.EXIT_THRESHOLDS)})")
     p.add_argument("--abs", action="store_true", help="average |gamma| instead of gamma")
-    p.set_defaults(func=_early_exit)
+    p.set_defaults(func=_announced("early-exit", _early_exit))
 
     p = sub.add_parser("robustness", help="Gaussian noise and FGSM accuracy (BNTT Fig. 8)")
     _common(p)
     _robustness_options(p)
     p.add_argument("--input-space", action="store_true",
                    help="perturb the normalized model input instead of pixels")
-    p.set_defaults(func=_robustness)
+    p.set_defaults(func=_announced("robustness", _robustness))
 
     p = sub.add_parser("fold-report", help="folded MPBN thresholds and spike mismatch")
     _common(p)
-    p.set_defaults(func=_fold)
+    p.set_defaults(func=_announced("fold", _fold))
 
     p = subparsers.add_parser("report", help="one markdown page with every analysis of runs")
     _common(p)

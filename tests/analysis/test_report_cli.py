@@ -66,11 +66,13 @@ def test_report_has_every_section_and_survives_missing_pieces(tmp_path, capsys):
         assert f"report: {title} ..." in printed and f"report: {title} done, " in printed
 
 
-def test_cli_registers_and_runs(tmp_path):
+def test_cli_registers_and_runs(tmp_path, capsys):
     from mpbn.cli import main
 
     run = _make_run(tmp_path, "mpbn_run", "bn", "channel")
     assert main(["analyze", "curves", str(run), "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out  # what it is doing, then how long it took
+    assert f"analyze curves: {run} ..." in printed and "analyze curves: done in " in printed
     saved = json.loads((tmp_path / "c" / "curves.json").read_text())
     assert saved["mpbn_run"]["test_acc"]["mean"] == pytest.approx([0.55, 0.85])
     assert main(["analyze", "gamma", str(run), "--out", str(tmp_path / "g")]) == 0
