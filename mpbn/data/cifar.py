@@ -113,7 +113,10 @@ def _decode_batch(blob: bytes, source: str, variant: CifarVariant) -> ArrayDatas
     ):
         found = getattr(data, "shape", type(data).__name__)
         raise ValueError(f"{source}: expected 'data' as uint8 [N, 3072], found {found}")
-    labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    try:
+        labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    except (TypeError, ValueError, OverflowError):  # a dict, strings, ints past int64
+        labels = None
     if labels is None or labels.shape != (len(data),):
         raise ValueError(f"{source}: expected '{variant.label_key}' with {len(data)} labels")
     if labels.size and (labels.min() < 0 or labels.max() >= variant.num_classes):

@@ -28,6 +28,10 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     Image = None
 
+#: Far above any ImageNet or Tiny-ImageNet image (8192 x 8192): a header declaring more is
+#: refused before the pixels are decoded (a few bytes could otherwise ask for gigabytes).
+MAX_IMAGE_PIXELS = 1 << 26
+
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -132,8 +136,12 @@ class ImageFolderDataset(Dataset):
         try:
             require_regular_file(path, "an image file")  # a FIFO would block the worker
             with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"declares {image.width}x{image.height} pixels, more than "
+                                     f"{MAX_IMAGE_PIXELS:,}")
                 tensor = self.transform(image, random.Random(sample_seed))
-        except (UnidentifiedImageError, OSError, ValueError) as error:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError,
+                ValueError) as error:
             raise ValueError(f"{path}: not a decodable image ({error})") from None
         return tensor, label
 
