@@ -140,6 +140,9 @@ def set_aside_previous(cfg: TrainConfig, run_dir: Path, dist: DistInfo) -> Path 
     """
     moved_to: Path | None = None
     if dist.is_primary:
+        # Half-written temporaries of a killed earlier run (its very first config.json, say)
+        # are no one's results: removed, not moved.
+        remove_stale_temporaries(run_dir)
         old = [p for p in (run_dir / "config.json", run_dir / "summary.json") if p.exists()]
         old += sorted(p for p in run_dir.glob("seed_*") if p.is_dir())
         if old:

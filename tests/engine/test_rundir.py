@@ -52,3 +52,14 @@ def test_a_corrupt_run_file_is_a_one_line_error_naming_it(tmp_path, tiny_config,
     with pytest.raises(ConfigError, match=rf"{name}.*is not valid JSON.*restore it") as error:
         run(tiny_config, RunOptions(out=tmp_path, quiet=True, resume=True))
     assert "\n" not in str(error.value)
+
+
+def test_force_removes_a_killed_runs_temporaries(tmp_path, tiny_config):
+    from mpbn.engine.train import RunOptions, run
+
+    tmp_path.mkdir(exist_ok=True)
+    stale = tmp_path / ".config.json.abc123.tmp"  # a kill during the very first config write
+    stale.write_text("{\"half")
+    run(tiny_config, RunOptions(out=tmp_path, quiet=True, force=True))
+    assert not stale.exists() and not list(tmp_path.rglob("*.tmp"))
+    assert (tmp_path / "summary.json").exists()
