@@ -1,5 +1,5 @@
-"""scripts/reproduce_fast.sh: seed 0 of every preset first, resume on the next call, a record
-of each work period's reference epoch (a tiny stand-in of issue 18's runs)."""
+"""scripts/reproduce_fast.sh: a run per preset, reused on the next call, a record of each work
+period's reference epoch (a tiny stand-in of issue 18's runs; one seed, to keep CI short)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reproduce_fast.sh"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
-def test_the_script_runs_seeds_in_order_and_resumes(fake_cifar10, tmp_path):
-    env = {**os.environ, "SEEDS": "2", "OMP_NUM_THREADS": "1",
+def test_the_script_runs_and_resumes(fake_cifar10, tmp_path):
+    env = {**os.environ, "SEEDS": "1", "OMP_NUM_THREADS": "1",
            "PRESETS": "cifar10-fast-t1-mpbn-channel",
            "REFERENCE": "--steps 1 --warmup 1 --threads 1",
            "EXTRA": "--quiet --no-fold --set optim.epochs=1 data.holdout=50 data.batch_size=50 "
@@ -27,12 +27,12 @@ def test_the_script_runs_seeds_in_order_and_resumes(fake_cifar10, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     for preset in ("cifar10-fast-t1-mpbn-channel",):
         summary = json.loads((out / preset / "summary.json").read_text())
-        assert summary["seeds"] == [0, 1]
+        assert summary["seeds"] == [0]
         assert all(v is not None for v in summary["final_val_acc"])
     records = (out / "reference_epochs.jsonl").read_text().splitlines()
     assert len(records) == 1 and json.loads(records[0])["budget_minutes"] > 0
     again = subprocess.run(["bash", str(SCRIPT), str(fake_cifar10), str(out)], env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("(done)") == 2  # both seeds reused
+    assert again.stdout.count("(done)") == 1  # the finished seed is reused
     assert len((out / "reference_epochs.jsonl").read_text().splitlines()) == 2
