@@ -22,12 +22,21 @@ from torch import Tensor, nn
 from mpbn.functional.encoding import poisson_encode
 from mpbn.models._checkpoint import body_units, run_checkpointed
 
-__all__ = ["SpikingNet", "ENCODINGS", "conv_out_size", "init_weights", "count_parameters"]
+__all__ = ["SpikingNet", "ENCODINGS", "conv_out_size", "input_hw", "init_weights",
+           "count_parameters"]
 
 #: ``direct``: the static input is the current at every step (MPBN Sec. 5); ``poisson``: Bernoulli
 #: rate coding of pixels (BNTT Sec. 3.1); ``sequence``: a static ``[B, ...]`` input is read as a
 #: sequence of its flattened values, one per step (Sequential MNIST, BNTT Sec. 4.1).
 ENCODINGS = ("direct", "poisson", "sequence")
+
+
+def input_hw(input_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of a builder's ``input_size`` (an int for a square input)."""
+    if isinstance(input_size, int):
+        return (input_size, input_size)
+    h, w = input_size
+    return (int(h), int(w))
 
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0,

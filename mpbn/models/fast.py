@@ -22,7 +22,7 @@ from torch import nn
 
 from mpbn.layers.sequence import ConvNorm, IntegratingClassifier
 from mpbn.models._registry import register_model
-from mpbn.models.base import SpikingNet, conv_out_size, init_weights
+from mpbn.models.base import SpikingNet, conv_out_size, init_weights, input_hw
 from mpbn.models.factories import LayerFactories, make_factories, split_neuron_kwargs
 from mpbn.recipes import MPBN_NEURON
 
@@ -75,13 +75,6 @@ class SpikingFastNet(SpikingNet):
         init_weights(self)
 
 
-def _size(input_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(input_size, int):
-        return (input_size, input_size)
-    h, w = input_size
-    return (int(h), int(w))
-
-
 @register_model
 def fastnet(*, num_classes: int = 10, timesteps: int = 1, norm: str = "bn",
             mpbn: str | None = None, neuron: Mapping[str, Any] | None = None,
@@ -97,5 +90,5 @@ def fastnet(*, num_classes: int = 10, timesteps: int = 1, norm: str = "bn",
     if kwargs:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
     layers = make_factories(norm, mpbn, timesteps, neuron, MPBN_NEURON, overrides)
-    return SpikingFastNet(widths, extra, layers, num_classes, in_channels, _size(input_size),
+    return SpikingFastNet(widths, extra, layers, num_classes, in_channels, input_hw(input_size),
                           timesteps, encoding)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from mpbn.layers.sequence import ConvNorm, IntegratingClassifier, PerStep
 from mpbn.models._registry import register_model
-from mpbn.models.base import SpikingNet, conv_out_size, init_weights
+from mpbn.models.base import SpikingNet, conv_out_size, init_weights, input_hw
 from mpbn.models.factories import (
     LayerFactories,
     make_factories,
@@ -162,13 +162,6 @@ class SpikingResNet(SpikingNet):
         init_weights(self)
 
 
-def _size(input_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(input_size, int):
-        return (input_size, input_size)
-    h, w = input_size
-    return (int(h), int(w))
-
-
 def _build(stem: str, blocks: Sequence[int], widths: Sequence[int], strides: Sequence[int],
            shortcut: str, *, num_classes: int, timesteps: int, norm: str, mpbn: str | None,
            neuron: Mapping[str, Any] | None, in_channels: int, input_size: int | Sequence[int],
@@ -178,7 +171,7 @@ def _build(stem: str, blocks: Sequence[int], widths: Sequence[int], strides: Seq
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
     layers = make_factories(norm, mpbn, timesteps, neuron, MPBN_NEURON, overrides)
     return SpikingResNet(stem, blocks, widths, strides, shortcut, layers, num_classes,
-                         in_channels, _size(input_size), timesteps, encoding)
+                         in_channels, input_hw(input_size), timesteps, encoding)
 
 
 def _widths(base: Sequence[int], width: int | None) -> list[int]:

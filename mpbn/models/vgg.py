@@ -26,7 +26,7 @@ from torch import nn
 
 from mpbn.layers.sequence import ConvNorm, IntegratingClassifier, PerStep
 from mpbn.models._registry import register_model
-from mpbn.models.base import SpikingNet, conv_out_size, init_weights
+from mpbn.models.base import SpikingNet, conv_out_size, init_weights, input_hw
 from mpbn.models.factories import LayerFactories, make_factories, split_neuron_kwargs
 from mpbn.recipes import BNTT_NEURON, MPBN_NEURON
 
@@ -104,13 +104,6 @@ class SpikingVGG(SpikingNet):
         init_weights(self)
 
 
-def _size(input_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(input_size, int):
-        return (input_size, input_size)
-    h, w = input_size
-    return (int(h), int(w))
-
-
 def _build(cfg: Sequence[int | str], hidden: Sequence[int], *, defaults: Mapping[str, Any],
            bias: bool, head: str, num_classes: int, timesteps: int, norm: str,
            mpbn: str | None, neuron: Mapping[str, Any] | None, in_channels: int,
@@ -123,7 +116,7 @@ def _build(cfg: Sequence[int | str], hidden: Sequence[int], *, defaults: Mapping
         first = next(v for v in cfg if isinstance(v, int))
         cfg = [v if isinstance(v, str) else max(1, int(v) * width // first) for v in cfg]
     layers = make_factories(norm, mpbn, timesteps, neuron, defaults, overrides)
-    return SpikingVGG(cfg, hidden, layers, num_classes, in_channels, _size(input_size),
+    return SpikingVGG(cfg, hidden, layers, num_classes, in_channels, input_hw(input_size),
                       timesteps, encoding, bias, head)
 
 
