@@ -11,6 +11,8 @@ the epoch time and the budget it implies::
     python benchmarks/reference_epoch.py --steps 60            # time 60 steps, extrapolate
     python benchmarks/reference_epoch.py --also cifar10-fast-t1-baseline   # + epochs in budget
     python benchmarks/reference_epoch.py --log runs/fast/reference_epochs.jsonl  # keep a record
+    python benchmarks/reference_epoch.py --also cifar10-fast-t1-baseline \
+        --set 'model.kwargs={"widths": [48, 96, 192, 384]}'   # a variant of the --also presets
 
 The data's content does not change the time (dense convs; the loader does the same gathers and
 augmentation either way), so synthetic uint8 images of CIFAR's shape are the default and the
@@ -34,6 +36,7 @@ from _host import allocator
 
 from mpbn.data import DeviceLoader
 from mpbn.data.augment import AugmentSpec
+from mpbn.engine.config import apply_overrides, parse_set
 from mpbn.engine.distributed import DistInfo
 from mpbn.engine.loading import build_model
 from mpbn.engine.presets import get_preset
@@ -90,10 +93,11 @@ def synthetic_cifar(batch_size: int, seed: int = 0, images_count: int = TRAIN_IM
 
 
 def epoch_seconds(preset: str, *, data_root: str | None, steps: int | None,
-                  warmup: int) -> dict:
-    """One training epoch of ``preset`` over all CIFAR-10 training images it trains on (the
-    50,000, minus its ``data.holdout``, ignoring any ``train_subset``): measured seconds."""
-    cfg = get_preset(preset)
+                  warmup: int, overrides: dict | None = None) -> dict:
+    """One training epoch of ``preset`` (with ``overrides``, as ``--set`` gives them) over all
+    CIFAR-10 training images it trains on (the 50,000, minus its ``data.holdout``, ignoring
+    any ``train_subset``): measured seconds."""
+    cfg = apply_overrides(get_preset(preset), overrides or {})
     cfg.data.train_subset = None
     cfg.run.log_interval = 10**9  # no host reads inside the timed steps but the epoch's last
     count = TRAIN_IMAGES - (cfg.data.holdout or 0)
@@ -136,6 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--also", nargs="+", default=[], metavar="PRESET",
                         help="also time these presets' epochs and say how many fit the budget")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="config overrides for the --also presets (as `mpbn train --set`); "
+                        "the reference epoch is always the preset as defined")
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--log", help="append the result as one JSON line to this file (a "
                         "record of every work period's reference epoch)")
@@ -146,8 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
                               warmup=args.warmup)
     seconds = reference["epoch_seconds"]
     budget = budget_minutes(seconds)
+    overrides = parse_set(args.overrides)
     others = [epoch_seconds(name, data_root=args.data_root, steps=args.steps,
-                            warmup=args.warmup) for name in args.also]
+                            warmup=args.warmup, overrides=overrides) for name in args.also]
     for other in others:
         other["epochs_in_budget"] = budget * 60.0 / other["epoch_seconds"]
     result = {
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         **{k: reference[k] for k in ("steps_timed", "steps_per_epoch", "images",
                                      "seconds_timed", "epoch_seconds")},
         "data": args.data_root or "synthetic", "budget_minutes": budget, "also": others,
+        "overrides": overrides,
         "threads": torch.get_num_threads(), "allocator": allocator(), "torch": torch.__version__,
         "cpus": os.cpu_count(), "host": platform.processor() or platform.machine(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -169,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"budget: {BUDGET_MINUTES:.0f} min x {seconds:.1f} s / {REFERENCE_SECONDS:.0f} s "
           f"= {budget:.1f} min of train_time")
     for other in others:
-        print(f"{other['preset']}: {other['epoch_seconds']:.1f} s per epoch "
+        label = other["preset"] + (f" with {' '.join(args.overrides)}" if overrides else "")
+        print(f"{label}: {other['epoch_seconds']:.1f} s per epoch "
               f"({other['images']} images; {other['epoch_seconds'] / seconds:.2f} reference "
               f"epochs): {other['epochs_in_budget']:.1f} epochs fit the budget (preset: "
               f"{other['epochs']}; evaluation of the held-out split not included)")

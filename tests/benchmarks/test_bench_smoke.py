@@ -184,3 +184,16 @@ def test_reference_epoch_times_steps_and_scales_the_budget(tmp_path, capsys):
     assert len((tmp_path / "log").read_text().splitlines()) == 1
     out = capsys.readouterr().out
     assert "budget: 60 min x" in out and "epochs fit the budget" in out
+
+
+def test_reference_epoch_set_changes_only_the_also_presets(tmp_path):
+    reference = _load("reference_epoch")
+    threads = torch.get_num_threads()
+    try:
+        result = reference.main(["--steps", "1", "--warmup", "1", "--threads", "1", "--also",
+                                 "cifar10-fast-t1-baseline", "--set", "data.batch_size=500"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result["steps_per_epoch"] == 391  # the reference preset as defined (batch 128)
+    assert result["also"][0]["steps_per_epoch"] == 90  # 45,000 / 500
+    assert result["overrides"] == {"data.batch_size": 500}
