@@ -6,6 +6,14 @@
 #   SEEDS (default 3) and PRESETS (default: the six cifar10-fast-* presets) narrow it down;
 #   EXTRA adds arguments to every `mpbn train` (e.g. "--set run.device=cuda"), REFERENCE
 #   replaces the reference-epoch timing's own (e.g. "--steps 60").
+#   KEEP=DIR (docs/results/fast/runs) keeps what outlives the machine: after each run it copies
+#   the run's config and summary and every *finished* seed's result.json and metrics.jsonl
+#   (what the tables read; no checkpoints) to DIR/PRESET, the reference-epoch records to DIR,
+#   and once seed 0 has finished, its model analyses (1D loss landscape, spike rates and SOPs,
+#   energy, fold report: `mpbn report`, which needs the checkpoint) to DIR/PRESET/analysis. On
+#   a fresh machine (no OUT_DIR/PRESET yet) it restores those records first, so finished seeds
+#   are reused and the next seed starts. Commit DIR before a work period ends: work periods run
+#   on fresh machines, and a seed cut off mid-run starts again from its first epoch.
 # Order: seed 0 of every preset first, then seed 1 of every preset, ... (so a partial set is a
 # complete one-seed comparison). Each call first times the reference epoch of this work period
 # (benchmarks/reference_epoch.py) into OUT_DIR/reference_epochs.jsonl: the budget scales with it.
@@ -17,6 +25,7 @@ seeds=${SEEDS:-3}
 presets=${PRESETS:-"cifar10-fast-t1-baseline cifar10-fast-t1-mpbn-channel cifar10-fast-t1-mpbn-element cifar10-fast-t2-baseline cifar10-fast-t2-mpbn-channel cifar10-fast-t2-mpbn-element"}
 mkdir -p "$out"
 data=$(realpath "$data"); out=$(realpath "$out")
+[ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; KEEP=$(realpath "$KEEP"); }
 cd "$(dirname "$0")/.."
 reference=${REFERENCE:-"--data-root $data --also cifar10-fast-t1-baseline cifar10-fast-t2-baseline"}
 # shellcheck disable=SC2086
@@ -24,11 +33,38 @@ python3 benchmarks/reference_epoch.py $reference --log "$out/reference_epochs.js
 done_seeds() {  # finished seeds of a run dir (result.json files)
   ls "$1"/seed_*/result.json 2>/dev/null | wc -l
 }
+keep() {  # keep PRESET: its records, then seed 0's analyses once (needs the checkpoint)
+  [ -n "${KEEP:-}" ] && [ -d "$out/$1" ] || return 0
+  mkdir -p "$KEEP/$1"
+  (cd "$out/$1" && for f in config.json summary.json seed_*/result.json; do
+     if [ -f "$f" ]; then echo "$f"; fi
+     if [ -f "$f" ] && [ "${f#seed_}" != "$f" ] && [ -f "${f%/*}/metrics.jsonl" ]; then
+       echo "${f%/*}/metrics.jsonl"
+     fi
+   done) | tar -C "$out/$1" -cf - -T - | tar -C "$KEEP/$1" -xf -
+  touch "$KEEP/reference_epochs.jsonl"  # every work period's line, once
+  cat "$KEEP/reference_epochs.jsonl" "$out/reference_epochs.jsonl" | awk '!seen[$0]++' \
+    > "$KEEP/.reference_epochs.jsonl"
+  mv "$KEEP/.reference_epochs.jsonl" "$KEEP/reference_epochs.jsonl"
+  if [ -f "$out/$1/seed_0/result.json" ] && [ ! -f "$KEEP/$1/analysis/report.md" ]; then
+    # shellcheck disable=SC2086
+    python3 -m mpbn report "$out/$1" -o "$KEEP/$1/analysis" --n-samples 512 --n-points 21 \
+      --skip curves gamma early-exit robustness ${REPORT:-}
+    find "$KEEP/$1/analysis" -name '*.svg' -delete  # the page embeds the PNGs
+  fi
+}
+restore() {  # a fresh machine: the records KEEP holds (their finished seeds are reused)
+  [ -n "${KEEP:-}" ] && [ -f "$KEEP/$1/config.json" ] && [ ! -e "$out/$1" ] || return 0
+  mkdir -p "$out/$1"
+  tar -C "$KEEP/$1" --exclude=./analysis -cf - . | tar -C "$out/$1" -xf -
+  echo "restored $1's records from $KEEP"
+}
 for n in $(seq 1 "$seeds"); do
   for preset in $presets; do
     dir="$out/$preset"
+    restore "$preset"
     if [ "$(done_seeds "$dir")" -ge "$n" ]; then
-      echo "skip $preset seed $((n - 1)) (done)"; continue
+      echo "skip $preset seed $((n - 1)) (done)"; keep "$preset"; continue
     fi
     if [ -f "$dir/config.json" ]; then
       # shellcheck disable=SC2086
@@ -38,5 +74,6 @@ for n in $(seq 1 "$seeds"); do
       # shellcheck disable=SC2086
       python3 -m mpbn train "$preset" --data-root "$data" --seeds "$n" --out "$dir" ${EXTRA:-}
     fi
+    keep "$preset"
   done
 done

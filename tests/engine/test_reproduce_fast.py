@@ -1,5 +1,6 @@
 """scripts/reproduce_fast.sh: a run per preset, reused on the next call, a record of each work
-period's reference epoch (a tiny stand-in of issue 18's runs; one seed, to keep CI short)."""
+period's reference epoch, the records KEEP holds and restores on a fresh machine (a tiny
+stand-in of issue 18's runs; one seed, to keep CI short)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def test_the_script_runs_and_resumes(fake_cifar10, tmp_path):
            "PRESETS": "cifar10-fast-t1-mpbn-channel",
            "REFERENCE": "--steps 1 --warmup 1 --threads 1",
            "EXTRA": "--quiet --no-fold --set optim.epochs=1 data.holdout=50 data.batch_size=50 "
-                    'model.kwargs={"widths":[4,8]} run.tta_flip=false'}
-    out = tmp_path / "fast"
+                    'model.kwargs={"widths":[4,8]} run.tta_flip=false',
+           "KEEP": str(tmp_path / "kept"), "REPORT": "--skip landscape spikes energy"}
+    out, kept = tmp_path / "fast", tmp_path / "kept" / "cifar10-fast-t1-mpbn-channel"
     first = subprocess.run(["bash", str(SCRIPT), str(fake_cifar10), str(out)], env=env,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -36,3 +38,19 @@ def test_the_script_runs_and_resumes(fake_cifar10, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("(done)") == 1  # the finished seed is reused
     assert len((out / "reference_epochs.jsonl").read_text().splitlines()) == 2
+    # KEEP: the records without checkpoints, and seed 0's analysis page.
+    kept_files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()
+                        and "analysis" not in p.parts)
+    assert kept_files == ["config.json", "seed_0/metrics.jsonl", "seed_0/result.json",
+                          "summary.json"]
+    assert (kept / "analysis" / "report.md").is_file()
+    assert json.loads((kept / "seed_0" / "result.json").read_text()) == json.loads(
+        (out / "cifar10-fast-t1-mpbn-channel" / "seed_0" / "result.json").read_text())
+    # A fresh machine (no OUT_DIR): the records come back, the finished seed is reused.
+    subprocess.run(["rm", "-r", str(out)], check=True)
+    fresh = subprocess.run(["bash", str(SCRIPT), str(fake_cifar10), str(out)], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "restored cifar10-fast-t1-mpbn-channel's records" in fresh.stdout
+    assert fresh.stdout.count("(done)") == 1
+    assert len((tmp_path / "kept" / "reference_epochs.jsonl").read_text().splitlines()) == 3
