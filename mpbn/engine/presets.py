@@ -144,10 +144,11 @@ FAST_CIFAR: dict[str, Any] = dict(
     nesterov=True, weight_decay=5e-4, label_smoothing=0.1, warmup_epochs=1, schedule="linear",
     autoaugment=False, cutout=0, seeds=3, tta_flip=True,
 )
-# Epochs: what fits the 60-minute budget with a margin for the machine's noise, for MPBN too
-# (about 12% slower per epoch), as measured on 2026-12-02: reference epoch 80.8 s (69.3 min);
-# per epoch (plus the held-out evaluation) fastnet 65.4 s at T = 1 (MPBN ~68 s), 167.2 s at
-# T = 2 (MPBN ~187 s). A quarter-budget run of a wider fastnet lost (docs/TRAINING.md).
+# Epochs: what fits the 60-minute budget with a margin for the machine's noise, for MPBN too,
+# as measured on 2026-12-02 (benchmarks/reference_epoch.py, docs/TRAINING.md): reference epoch
+# 80.8 s (69.3 min); fastnet 65.4 s per epoch at T = 1, 167.2 s at T = 2, plus the held-out
+# evaluation; MPBN +12-13% per epoch at T = 1 (timed side by side), assumed alike at T = 2.
+# A quarter-budget run of a wider fastnet lost (docs/TRAINING.md).
 FAST_EPOCHS = {1: 56, 2: 20}
 
 
