@@ -1,7 +1,8 @@
 """Behaviour is unchanged by refactoring: every golden case equals its recording.
 
 The recording (``tests/golden/golden.pt``) was made with ``python tests/golden/golden_cases.py``
-before the issue-19 redesign. float64 cases are compared to 1e-12 (large tensors as digests),
+before the issue-19 redesign; the element-wise MPBN training case was re-recorded when weight
+decay stopped applying to its [C, H, W] scale and bias (issue 18, a deliberate change). float64 cases are compared to 1e-12 (large tensors as digests),
 the float32 training runs to 1e-5 relative: tight enough that any change of the math fails,
 loose enough for another CPU's vector width.
 """

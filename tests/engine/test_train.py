@@ -173,6 +173,17 @@ def test_weight_decay_only_on_conv_and_linear_weights():
     assert len(everything["params"]) == len(list(model.parameters()))
 
 
+def test_weight_decay_spares_multidimensional_norm_scales():
+    """Element-wise MPBN's [C, H, W] scale and bias are not conv weights despite ndim > 1."""
+    from mpbn.layers.neuron import MembraneBN
+
+    norm = MembraneBN("element", feature_shape=(2, 3, 3))
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), norm)
+    decay, no_decay = param_groups(model, 1e-4, "weights")
+    assert [p is model[0].weight for p in decay["params"]] == [True]
+    assert {id(p) for p in no_decay["params"]} == {id(norm.weight), id(norm.bias)}
+
+
 def test_schedules():
     cosine = apply_overrides(TrainConfig(), dict(epochs=10, schedule="cosine"))
     assert lr_factor(cosine, 0, 10) == 1.0
