@@ -2,9 +2,10 @@
 
 The recording (``tests/golden/golden.pt``) was made with ``python tests/golden/golden_cases.py``
 before the issue-19 redesign; the element-wise MPBN training case was re-recorded when weight
-decay stopped applying to its [C, H, W] scale and bias (issue 18, a deliberate change). float64 cases are compared to 1e-12 (large tensors as digests),
-the float32 training runs to 1e-5 relative: tight enough that any change of the math fails,
-loose enough for another CPU's vector width.
+decay stopped applying to its [C, H, W] scale and bias (issue 18, a deliberate change). float64
+cases are compared to 1e-12 (large tensors as digests), the float32 training runs to 1e-5
+relative: tight enough that any change of the math fails, loose enough for another CPU's vector
+width.
 """
 
 from __future__ import annotations

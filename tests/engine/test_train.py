@@ -174,14 +174,19 @@ def test_weight_decay_only_on_conv_and_linear_weights():
 
 
 def test_weight_decay_spares_multidimensional_norm_scales():
-    """Element-wise MPBN's [C, H, W] scale and bias are not conv weights despite ndim > 1."""
+    """Element-wise MPBN's [C, H, W] scale and bias and BNTT's per-step [T, C] scale are not
+    conv weights despite ndim > 1."""
     from mpbn.layers.neuron import MembraneBN
+    from mpbn.layers.norm import BatchNormThroughTime
 
-    norm = MembraneBN("element", feature_shape=(2, 3, 3))
-    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), norm)
+    bntt = BatchNormThroughTime(2, timesteps=4)
+    membrane = MembraneBN("element", feature_shape=(2, 3, 3))
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), bntt, membrane)
+    assert bntt.weight.ndim == 2 and membrane.weight.ndim == 3
     decay, no_decay = param_groups(model, 1e-4, "weights")
     assert [p is model[0].weight for p in decay["params"]] == [True]
-    assert {id(p) for p in no_decay["params"]} == {id(norm.weight), id(norm.bias)}
+    assert {id(p) for p in no_decay["params"]} == {
+        id(bntt.weight), id(membrane.weight), id(membrane.bias)}
 
 
 def test_schedules():
