@@ -152,8 +152,9 @@ class OptimConfig:
         momentum: SGD momentum in [0, 1).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 coefficient.
-        decay_params: Parameters weight decay applies to (weights: conv/linear weights only,
-            ndim > 1; all: every parameter, as plain ``SGD(weight_decay=...)`` does).
+        decay_params: Parameters weight decay applies to (weights: the weights of conv and
+            linear layers only, no norm or MPBN scale or bias whatever its shape; all: every
+            parameter, as plain ``SGD(weight_decay=...)`` does).
         schedule: Learning-rate schedule after the warm-up, per step (cosine: to 0; linear: a
             straight line to 0, with the warm-up the one-cycle "triangle"; step: ``gamma`` at
             the ``milestones``; constant).
@@ -162,6 +163,9 @@ class OptimConfig:
         warmup_epochs: Linear warm-up epochs before the schedule.
         label_smoothing: Cross-entropy label smoothing in [0, 1).
         grad_clip: Clip the global gradient norm to this value (None: off).
+        ema_decay: Keep an exponential moving average of the weights and norm statistics,
+            ``W_ema <- d * W_ema + (1 - d) * W`` after every step, in [0, 1); the average is
+            what is evaluated, kept and folded (mpbn.engine.ema). 0: off.
     """
 
     name: str = "sgd"
@@ -177,6 +181,7 @@ class OptimConfig:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     grad_clip: float | None = None
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -272,6 +277,8 @@ class TrainConfig:
              o.label_smoothing),
             (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 or None",
              o.grad_clip),
+            (0 <= o.ema_decay < 1, "optim.ema_decay must be in [0, 1) (0: no weight average)",
+             o.ema_decay),
             (all(0 < v < 1 for v in o.milestones),
              "optim.milestones are fractions of the run in (0, 1)", o.milestones),
             (r.seed >= 0, "run.seed must be >= 0", r.seed),

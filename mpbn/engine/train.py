@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from mpbn.engine.distributed import (
     convert_sync_norms,
     setup_distributed,
 )
+from mpbn.engine.ema import WeightEMA
 from mpbn.engine.evaluation import EVAL_SEED, autocast, evaluate, prepare_input
 from mpbn.engine.loading import build_model, load_model, load_state_or_explain
 from mpbn.engine.metrics import MetricsWriter, git_commit
@@ -118,8 +120,10 @@ class RunOptions:
         quiet: No progress bars or per-epoch lines.
         stop_after: Train at most this many epochs in this invocation, then return (used to
             simulate a killed run; the next ``resume`` continues).
-        hooks: Callables ``hook(event, **info)`` called at ``"step"`` (with ``loss``) and
-            ``"epoch_end"``; tests use them to inject faults.
+        hooks: Callables ``hook(event, **info)`` called at ``"step"`` (with ``loss``, before
+            the backward pass; a returned tensor replaces the loss), ``"after_step"`` (with
+            ``model``, the plain model, after the optimizer step: an exploration's own weight
+            averages) and ``"epoch_end"`` (with ``model``); tests use them to inject faults.
     """
 
     out: str | Path | None = None
@@ -306,6 +310,9 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         torch.manual_seed(seed + 1_000_003 * dist.rank)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
+    # With optim.ema_decay the average is what is measured, kept and folded (mpbn.engine.ema).
+    ema = WeightEMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    eval_model = model if ema is None else ema.module
     scaler = torch.amp.GradScaler(dist.device.type, enabled=False)  # bf16 needs no scaling
     if options.force and not options.resume and seed == cfg.run.seed:
         # Set-up passed: only now may --force move the previous run's results aside.
@@ -322,7 +329,13 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     if options.resume and last_path.exists():
         ckpt = load_checkpoint(last_path, map_location=dist.device)
         rundir.check_resumable(ckpt["config"], cfg, last_path)
-        load_state_or_explain(model, ckpt["model"], last_path)
+        # With an EMA, "model" is the average and "train_model" the weights that train.
+        load_state_or_explain(model, ckpt.get("train_model", ckpt["model"]), last_path)
+        if ema is not None:
+            if "ema_steps" not in ckpt:
+                raise ConfigError(f"cannot resume {last_path} with optim.ema_decay: it holds "
+                                  "no weight average (it was written without one)")
+            ema.load(ckpt)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -354,6 +367,12 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     if cfg.run.compile:
         model_for_step = torch.compile(model_for_step)
 
+    def after_step(global_step: int) -> None:
+        if ema is not None:
+            ema.update(model)
+        for hook in options.hooks:
+            hook("after_step", model=model, global_step=global_step)
+
     epochs = cfg.optim.epochs
     show_progress = primary and not options.quiet and sys.stderr.isatty()
     progress_lines = primary and not options.quiet and not show_progress
@@ -370,7 +389,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
                                       epoch=epoch - 1, global_step=progress["global_step"],
                                       best_acc=best_acc, test_acc=test_acc, seed=seed,
-                                      info=info, train_time=train_time + epoch_time)
+                                      info=info, train_time=train_time + epoch_time, ema=ema)
         payload["mid_epoch"] = {"epoch": epoch, "steps": progress["steps"],
                                 "steps_per_epoch": len(train_loader), "lr": lr,
                                 "epoch_time": epoch_time, "ranks": _gather(mine, dist)}
@@ -397,9 +416,10 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
                                     show_progress=show_progress, hooks=options.hooks,
                                     progress_lines=progress_lines,
                                     checkpoint_every=cfg.run.checkpoint_every,
-                                    on_checkpoint=save_mid_epoch, resume=resume_at)
+                                    on_checkpoint=save_mid_epoch, resume=resume_at,
+                                    after_step=after_step)
             global_step = int(stats.pop("global_step"))
-            measured = _split_metrics(evaluate(model, eval_loader, cfg, dist), split_key)
+            measured = _split_metrics(evaluate(eval_model, eval_loader, cfg, dist), split_key)
             epoch_time = epoch_time_before + time.perf_counter() - t0
             train_time += epoch_time
             test_acc = measured[f"{split_key}_acc"]
@@ -417,7 +437,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
                                           epoch=epoch, global_step=global_step,
                                           best_acc=best_acc, test_acc=test_acc, seed=seed,
-                                          info=info, train_time=train_time)
+                                          info=info, train_time=train_time, ema=ema)
             # Every rank checks (and stops together): no non-finite state is ever written.
             _check_payload_finite(payload, epoch, global_step, dist)
             if primary:
@@ -438,17 +458,18 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         log(f"seed {seed}: evaluating the final model on the test set "
             f"({info.num_test} samples)")
         final_val_acc, best_val_acc = test_acc, best_acc
-        final_test_acc, best_test_acc = evaluate(model, test_loader, cfg, dist)["test_acc"], None
+        final_test_acc = evaluate(eval_model, test_loader, cfg, dist)["test_acc"]
+        best_test_acc = None
     flip_acc: float | None = None
     if cfg.run.tta_flip:
         log(f"seed {seed}: evaluating with flip test-time augmentation")
-        flip_acc = evaluate(FlipAveraged(model), test_loader, cfg, dist)["test_acc"]
+        flip_acc = evaluate(FlipAveraged(eval_model), test_loader, cfg, dist)["test_acc"]
     folded_acc: float | None = None
     mismatch: SpikeMismatch | None = None
     if cfg.run.fold:
         log(f"seed {seed}: folding MPBN and BN into the weights and thresholds, evaluating the "
             "folded model on the test set")
-        _, folded_metrics, mismatch = fold_and_evaluate(model, test_loader, cfg, dist)
+        _, folded_metrics, mismatch = fold_and_evaluate(eval_model, test_loader, cfg, dist)
         folded_acc = folded_metrics["test_acc"]
     result = SeedResult(seed=seed, final_test_acc=final_test_acc, best_test_acc=best_test_acc,
                         folded_test_acc=folded_acc,
@@ -499,8 +520,9 @@ def _mid_epoch_position(ckpt: dict[str, Any], loader: Any, dist: DistInfo,
 def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
                         cfg: TrainConfig, *, epoch: int, global_step: int, best_acc: float,
                         test_acc: float, seed: int, info: Any,
-                        train_time: float = 0.0) -> dict[str, Any]:
-    return {
+                        train_time: float = 0.0, ema: WeightEMA | None = None
+                        ) -> dict[str, Any]:
+    payload = {
         # Enough of the dataset's description to rebuild the model without the data, and the
         # preprocessing its deploy files record (mpbn.engine.deploy.preprocessing).
         "data_info": data_info_record(info),
@@ -511,6 +533,9 @@ def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler
         "train_time": train_time,
         "config": cfg.to_dict(), "model_name": cfg.model.name,
     }
+    if ema is not None:  # "model" is what loaders deploy: the average
+        payload |= {"train_model": payload["model"], **ema.state()}
+    return payload
 
 
 # ------------------------------------------------------------------------------------------
@@ -654,7 +679,8 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
                     global_step: int, show_progress: bool,
                     hooks: list[Any] = (), progress_lines: bool = False,
                     checkpoint_every: int = 0, on_checkpoint: Any = None,
-                    resume: dict[str, Any] | None = None) -> dict[str, float]:
+                    resume: dict[str, Any] | None = None,
+                    after_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """Train for one epoch. Returns loss, accuracy, samples and the new global step.
 
     Losses and correct counts are summed on the device; the host reads them only every
@@ -672,6 +698,8 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             the loader's ``state_dict()``.
         resume: Such a position, with ``epoch_time`` (seconds of the epoch so far), to
             continue the epoch after its ``steps`` (the loader already holds its state).
+        after_step: Called with the global step after every optimizer and schedule step (the
+            weight EMA's update, the ``"after_step"`` hooks).
     """
     model.train()
     device = dist.device
@@ -707,6 +735,8 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step(global_step)
 
         # Bookkeeping without a host sync.
         bad = ~torch.isfinite(loss.detach())

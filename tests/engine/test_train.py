@@ -431,3 +431,18 @@ def test_nan_gradient_with_finite_weights_stops_naming_the_gradient(
     last = load_checkpoint(tmp_path / "seed_0/last.pt")
     assert last["epoch"] == 1
     assert _all_tensors_finite(last) == []
+
+
+def test_after_step_hooks_see_every_step_with_the_stepped_weights(tmp_path, tiny_config):
+    seen, last_weights = [], {}
+
+    def record(event, model=None, global_step=0, **_):
+        if event == "after_step":
+            seen.append(global_step)
+            last_weights.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    run(tiny_config, RunOptions(out=tmp_path, quiet=True, hooks=[record]))
+    assert seen == list(range(1, 2 * (256 // 64) + 1))
+    saved = load_checkpoint(tmp_path / "seed_0/last.pt")["model"]
+    assert saved.keys() == last_weights.keys()
+    assert all(torch.equal(saved[k], last_weights[k]) for k in saved)  # after the last step
