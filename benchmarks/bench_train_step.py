@@ -6,7 +6,12 @@ of them alike), the training step of:
 - ``ANN``: the same network with every LIF replaced by ReLU, run at ``T = 1`` on a batch of
   ``T * B`` images (the same number of conv image-passes as the SNN at ``T`` steps of ``B``);
 - the SNN without MPBN, with channel-wise and with element-wise MPBN (``--mpbn``);
-- each SNN with the neuron ``backend="fused"`` and ``backend="reference"`` (``--backends``).
+- each SNN with the neuron ``backend="fused"`` and ``backend="reference"`` (``--backends``);
+- with ``--speedups``, each SNN of the first backend again with a CPU/GPU speed-up applied
+  (``neuron-compile``: the fused neuron through ``torch.compile``, what ``MPBN_COMPILE=1``
+  does; ``model-compile``: ``torch.compile`` of the whole model, what ``run.compile`` does;
+  ``channels-last``: weights and input in channels-last, what ``run.channels_last`` does),
+  with the ratio to the same SNN without it.
 
 and prints medians and ratios. A ratio is the median over rounds of the per-round ratio (the
 two steps ran back to back, under the same load), so it is steadier than the ratio of medians.
@@ -20,6 +25,11 @@ Usage::
     python benchmarks/bench_train_step.py --model resnet20_narrow --batch 8 --threads 1  # CPU
     python benchmarks/bench_train_step.py --model resnet19 --width 32 --batch 4 --threads 1
     python benchmarks/bench_train_step.py --amp                             # bf16 autocast
+    python benchmarks/bench_train_step.py --model fastnet --timesteps 1 --batch 256 --no-ann \
+        --backends fused --mpbn none channel --speedups neuron-compile model-compile channels-last
+
+The allocator is the process's: run it again under ``GLIBC_TUNABLES=...`` (docs/TRAINING.md,
+"Performance") to compare allocators; the header names the one that ran.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import torch.nn.functional as F
 from _host import allocator
 from torch import nn
 
+from mpbn.functional.lif_backend import compile_enabled, set_compile
 from mpbn.layers import LIF
 from mpbn.models import create
 
@@ -95,6 +106,35 @@ def make_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, amp:
     return step
 
 
+#: ``--speedups`` choices (module docstring).
+SPEEDUPS = ("neuron-compile", "model-compile", "channels-last")
+
+
+def with_neuron_compile(step: Callable[[], object]) -> Callable[[], object]:
+    """``step`` with the fused neuron compiled (the process-wide switch, restored after)."""
+    def run() -> object:
+        before = compile_enabled()
+        set_compile(True)
+        try:
+            return step()
+        finally:
+            set_compile(before)
+
+    return run
+
+
+def sped_up_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, amp: bool,
+                 speedup: str) -> Callable[[], object]:
+    """The training step of ``model`` with one of :data:`SPEEDUPS` applied."""
+    if speedup == "channels-last" and images.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    if speedup == "model-compile":
+        model = torch.compile(model)
+    step = make_step(model, images, labels, amp)
+    return with_neuron_compile(step) if speedup == "neuron-compile" else step
+
+
 def build_variants(args: argparse.Namespace, device: torch.device
                    ) -> dict[str, Callable[[], object]]:
     """Name -> training-step closure for the ANN and every (mpbn, backend) SNN."""
@@ -121,11 +161,17 @@ def build_variants(args: argparse.Namespace, device: torch.device
             model = create(args.model, timesteps=args.timesteps, mpbn=mode, backend=backend,
                            **common).to(device)
             variants[snn_name(mode, backend)] = make_step(model, images, labels, args.amp)
+        for speedup in args.speedups:
+            torch.manual_seed(0)
+            model = create(args.model, timesteps=args.timesteps, mpbn=mode,
+                           backend=args.backends[0], **common).to(device)
+            variants[snn_name(mode, args.backends[0], speedup)] = sped_up_step(
+                model, images, labels, args.amp, speedup)
     return variants
 
 
-def snn_name(mode: str, backend: str) -> str:
-    return f"SNN mpbn={mode} {backend}"
+def snn_name(mode: str, backend: str, speedup: str | None = None) -> str:
+    return f"SNN mpbn={mode} {backend}" + (f" +{speedup}" if speedup else "")
 
 
 def round_robin(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int,
@@ -165,6 +211,12 @@ def ratio_rows(args: argparse.Namespace, times: dict[str, list[float]]
             if mode != "none" and base in times and name in times:
                 rows.append((f"MPBN {mode} / no MPBN ({backend})",
                              paired_ratio(times, name, base), "<= 1.10 (GPU)"))
+    for mode in args.mpbn:
+        plain = snn_name(mode, args.backends[0])
+        for speedup in args.speedups:
+            name = snn_name(mode, args.backends[0], speedup)
+            rows.append((f"+{speedup} / without (mpbn={mode}, {args.backends[0]})",
+                         paired_ratio(times, name, plain), "-"))
     if "reference" in args.backends and "fused" in args.backends:
         for mode in args.mpbn:
             ref, fus = snn_name(mode, "reference"), snn_name(mode, "fused")
@@ -190,6 +242,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=["none", "channel", "element"])
     parser.add_argument("--backends", nargs="+", default=["fused", "reference"],
                         choices=["fused", "reference", "auto"])
+    parser.add_argument("--speedups", nargs="+", default=[], choices=SPEEDUPS,
+                        help="also time each SNN of the first backend with these applied")
     parser.add_argument("--no-ann", action="store_true", help="skip the ANN variant")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -229,9 +283,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     times = round_robin(variants, device, args.rounds, args.warmup)
     medians = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
     ann = next((n for n in times if n.startswith("ANN")), None)
-    print(f"\n{'variant':34} {'median ms':>10} {'min ms':>9}" + (f" {'/ ANN':>7}" if ann else ""))
+    print(f"\n{'variant':44} {'median ms':>10} {'min ms':>9}" + (f" {'/ ANN':>7}" if ann else ""))
     for name, ts in times.items():
-        line = f"{name:34} {medians[name]:>10.1f} {min(ts) * 1e3:>9.1f}"
+        line = f"{name:44} {medians[name]:>10.1f} {min(ts) * 1e3:>9.1f}"
         if ann:
             line += f" {paired_ratio(times, name, ann):>6.2f}x"
         print(line)

@@ -71,6 +71,47 @@ def test_train_step_main_runs_on_a_tiny_config(bench_train_step, capsys):
     assert all(math.isfinite(v) and v > 0 for v in [*medians.values(), *ratios.values()])
 
 
+def test_train_step_speedups_are_applied_and_compared(bench_train_step, capsys, monkeypatch):
+    # torch.compile is replaced by a recorder: the real one would spend minutes of gcc here.
+    compiled = []
+    monkeypatch.setattr(bench_train_step.torch, "compile",
+                        lambda module: compiled.append(module) or module)
+    result = bench_train_step.main([*TINY, "--timesteps", "1", "--rounds", "1", "--warmup", "0",
+                                    "--no-ann", "--backends", "fused", "--mpbn", "none",
+                                    "--speedups", "model-compile", "channels-last"])
+    assert len(compiled) == 1 and isinstance(compiled[0], nn.Module)
+    plain = "SNN mpbn=none fused"
+    assert set(result["medians_ms"]) == {plain, f"{plain} +model-compile",
+                                         f"{plain} +channels-last"}
+    assert set(result["ratios"]) == {"+model-compile / without (mpbn=none, fused)",
+                                     "+channels-last / without (mpbn=none, fused)"}
+    assert "+channels-last" in capsys.readouterr().out
+
+
+def test_neuron_compile_switch_is_on_inside_the_step_and_restored(bench_train_step):
+    from mpbn.functional.lif_backend import compile_enabled, set_compile
+
+    set_compile(False)
+    inside = []
+    step = bench_train_step.with_neuron_compile(lambda: inside.append(compile_enabled()))
+    step()
+    assert inside == [True] and not compile_enabled()
+
+
+def test_channels_last_speedup_converts_weights_and_input(bench_train_step, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(bench_train_step, "make_step",
+                        lambda model, images, labels, amp: captured.update(m=model, x=images))
+    model = create("resnet19", timesteps=1, width=4, input_size=8)
+    images = torch.rand(2, 3, 8, 8)
+    bench_train_step.sped_up_step(model, images, torch.zeros(2, dtype=torch.long), False,
+                                  "channels-last")
+    conv = next(m for m in captured["m"].modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    assert captured["x"].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_to_ann_replaces_every_neuron_and_keeps_the_rest(bench_train_step):
     torch.set_num_threads(1)
     snn = create("resnet19", timesteps=1, width=4, input_size=8)
