@@ -74,11 +74,13 @@ def explore(cfg: TrainConfig, decays: list[float], out: Path,
     if cfg.run.seeds != 1:
         raise SystemExit("explore_ema: one seed per exploration (set run.seeds=1)")
     epochs = eval_epochs or {cfg.optim.epochs}
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"explore_ema: {out} is not empty; give a new --out (nothing there is "
+                         "overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "ema_heldout.jsonl"
-    log.unlink(missing_ok=True)
     averages = Averages(cfg, decays, epochs, log)
-    run(cfg, RunOptions(out=out, force=True, quiet=True, hooks=[averages]))
+    run(cfg, RunOptions(out=out, quiet=True, hooks=[averages]))
     raw = {line["epoch"]: line["val_acc"] for line in map(
         json.loads, (out / f"seed_{cfg.run.seed}" / "metrics.jsonl").read_text().splitlines())}
     rows = [row | {"raw_val_acc": raw[row["epoch"]]} for row in averages.rows]
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="epochs at which the averages are measured (default: the last)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    bad = [d for d in args.decays if not 0 < d < 1]
+    if bad:
+        parser.error(f"--decays must each be in (0, 1), got {', '.join(map(str, bad))}")
     cfg = apply_overrides(get_preset(args.preset),
                           {**parse_set(args.set), "data.root": args.data_root}).validate()
     rows = explore(cfg, args.decays, args.out,

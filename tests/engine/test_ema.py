@@ -121,3 +121,19 @@ def test_the_exploration_averages_equal_the_engines(tmp_path, tiny_config):
     assert [r["val_acc"] for r in rows if r["decay"] == 0.8] == engine
     assert json.loads((tmp_path / "explore/ema_heldout.jsonl").read_text().splitlines()[0]) \
         == rows[0]
+
+
+def test_the_exploration_refuses_bad_decays_and_a_used_folder(tmp_path, tiny_config, capsys):
+    spec = importlib.util.spec_from_file_location("explore_ema", SCRIPTS / "explore_ema.py")
+    explore_ema = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(explore_ema)
+    with pytest.raises(SystemExit):
+        explore_ema.main(["cifar10-fast-t1-baseline", "--data-root", str(tmp_path), "--out",
+                          str(tmp_path / "x"), "--decays", "0.99", "1.5"])
+    assert "--decays must each be in (0, 1), got 1.5" in capsys.readouterr().err
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="is not empty"):
+        explore_ema.explore(apply_overrides(tiny_config, dict(holdout=64)), [0.9],
+                            tmp_path / "used")
+    assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
