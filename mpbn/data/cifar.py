@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,7 +179,9 @@ def _read_archive(archive: Path, variant: CifarVariant, strict: bool):
                         raise ValueError(f"{archive}: member {member_name} missing")
                     parts.append(_decode_batch(handle.read(), f"{archive}:{member_name}", variant))
                 splits.append(_concat(parts))
-    except (tarfile.TarError, EOFError, OSError) as error:
+    # zlib.error is neither an OSError nor a TarError: a damaged deflate stream inside
+    # the archive surfaces as one while a member is read.
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise ValueError(f"{archive}: not a readable .tar.gz archive ({error})") from None
     return splits[0], splits[1]
 

@@ -1,5 +1,9 @@
+import io
 import pickle
+import tarfile
+import time
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -63,6 +67,52 @@ def test_archive_is_read_without_extracting(tmp_path):
         train, test = load_cifar("cifar100", root)
     np.testing.assert_array_equal(train.labels, written["train"][1])
     assert sorted(p.name for p in root.iterdir()) == ["cifar-100-python.tar.gz"]
+
+
+def _raises_zlib_error(blob: bytes) -> bool:
+    """Whether reading every member of the .tar.gz ``blob`` raises zlib.error."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    handle.read()
+    except zlib.error:
+        return True
+    except Exception:  # any other failure is not the case under test
+        return False
+    return False
+
+
+def test_damaged_deflate_stream_in_archive_is_a_one_line_value_error(tmp_path):
+    """A zeroed stretch inside the compressed stream makes zlib raise zlib.error (neither an
+    OSError nor a TarError) while a member is read; the reader reports it as ValueError."""
+    write_cifar_folder(tmp_path / "src" / "cifar-10-batches-py", per_file=4)
+    tar_folder(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "good.tar.gz")
+    good = (tmp_path / "good.tar.gz").read_bytes()
+    damaged = None
+    for start in range(16, len(good) - 8, 5):
+        blob = good[:start] + bytes(min(64, len(good) - start)) + good[start + 64:]
+        if _raises_zlib_error(blob):
+            damaged = blob
+            break
+    assert damaged is not None, "no zeroed window produced zlib.error; the test needs another"
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_bytes(damaged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the MD5 mismatch warning
+        with pytest.raises(ValueError, match=r"not a readable \.tar\.gz archive \(Error -3"):
+            load_cifar("cifar10", root)
+
+
+def test_test_archives_are_byte_reproducible(tmp_path):
+    write_cifar_folder(tmp_path / "a" / "cifar-10-batches-py", per_file=4)
+    tar_folder(tmp_path / "a" / "cifar-10-batches-py", tmp_path / "one.tar.gz")
+    time.sleep(1.1)  # a later mtime on the files would change a naive archive
+    write_cifar_folder(tmp_path / "b" / "cifar-10-batches-py", per_file=4)
+    tar_folder(tmp_path / "b" / "cifar-10-batches-py", tmp_path / "two.tar.gz")
+    assert (tmp_path / "one.tar.gz").read_bytes() == (tmp_path / "two.tar.gz").read_bytes()
 
 
 def test_download_verifies_md5_and_uses_file_url(tmp_path, monkeypatch):

@@ -1,10 +1,12 @@
 """Fuzz the readers with a fixed seed: a few hundred malformed inputs made from small valid
 files (truncations, bit flips, wrong headers, huge declared sizes, wrong types).
 
-Every case must end in a correct load or a one-line error of a documented type (ValueError,
-FileNotFoundError, CheckpointError), never another exception, a hang (a per-case alarm), a
-large allocation (peak RSS over the whole test) or a file written anywhere (the tmp tree is
-compared before and after every case). Failures are collected and reported together.
+The inputs are byte-reproducible (archives and gzip members carry no times), so a case that
+fails here fails on every machine. Every case must end in a correct load or a one-line error
+of a documented type (ValueError, FileNotFoundError, CheckpointError), never another
+exception, a hang (a per-case alarm), a large allocation (peak RSS over the whole test) or a
+file written anywhere (the tmp tree is compared before and after every case). Failures are
+collected and reported together.
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def test_readers_survive_malformed_inputs(tmp_path):
     archive = (valid / "cifar-10-python.tar.gz").read_bytes()
     inner = gzip.decompress(archive)
     archive_cases = list(_mutations(archive, rng, 24))
-    archive_cases += [(f"tar {name}", gzip.compress(blob)) for name, blob in
+    archive_cases += [(f"tar {name}", gzip.compress(blob, mtime=0)) for name, blob in
                       _mutations(inner, rng, 24)]
     for label, blob in archive_cases:
         root = fresh_root()
@@ -264,7 +266,8 @@ def test_readers_survive_malformed_inputs(tmp_path):
         cases = list(_mutations(files[0].read_bytes(), rng, 30))
         huge = bytearray(plain_images)
         huge[4:8] = struct.pack(">I", 0xFFFFFFFF)
-        cases += [("declares 4G images", gzip.compress(bytes(huge)) if compress else bytes(huge)),
+        huge_blob = gzip.compress(bytes(huge), mtime=0) if compress else bytes(huge)
+        cases += [("declares 4G images", huge_blob),
                   ("255 dims", bytes([0, 0, 8, 255]) + bytes(64)),
                   ("float type", bytes([0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0]))]
         for label, blob in cases:

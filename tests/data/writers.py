@@ -35,16 +35,26 @@ def write_cifar_folder(folder: Path, variant: str = "cifar10", per_file: int = 2
 
 
 def tar_folder(folder: Path, archive: Path) -> None:
-    """Pack ``folder`` into a ``.tar.gz`` with the folder as top-level member."""
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
+    """Pack ``folder`` into a ``.tar.gz`` with the folder as top-level member.
+
+    The bytes depend only on the files' names and contents (times and owners zeroed), so a
+    fuzz test that mutates the archive with a fixed seed sees the same cases on every machine.
+    """
+    def reproducible(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        return info
+
+    with open(archive, "wb") as raw:
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as packed:
+            with tarfile.open(fileobj=packed, mode="w") as tar:
+                tar.add(folder, arcname=folder.name, filter=reproducible)
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
     """Write a uint8 array as an IDX file (gzipped when ``compress``)."""
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     blob = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(blob) if compress else blob)
+    path.write_bytes(gzip.compress(blob, mtime=0) if compress else blob)
 
 
 def write_mnist(root: Path, n_train: int = 30, n_test: int = 20, seed: int = 0):
