@@ -22,15 +22,16 @@ from mpbn.analysis.io import Run
 
 __all__ = ["SEED_KEYS", "SeedRecord", "seed_records", "seed_values", "has_holdout",
            "expected_seeds", "student_t_cdf", "student_t_ppf", "welch_ci", "compare_runs",
-           "mean_std_text", "runs_table", "seeds_table", "comparison_table"]
+           "mean_std_text", "runs_table", "runtime_text", "seeds_table", "comparison_table"]
 
 #: The per-seed numbers of ``result.json`` (and the per-seed lists of ``summary.json``).
 SEED_KEYS = ("final_test_acc", "best_test_acc", "final_val_acc", "best_val_acc",
              "test_acc_flip", "folded_test_acc", "spike_mismatch", "spike_mismatch_rate",
-             "train_time", "epochs", "commit")
+             "train_time", "epochs", "commit", "runtime")
 
-#: ``summary.json`` calls the per-seed commit list ``commits`` (``commit`` is the run's).
-_SUMMARY_KEY = {"commit": "commits"}
+#: ``summary.json`` calls the per-seed commit list ``commits`` (``commit`` is the run's), and
+#: the per-seed runtime settings ``runtimes``.
+_SUMMARY_KEY = {"commit": "commits", "runtime": "runtimes"}
 
 _ACC = 100.0  # fractions in the run files, percent on the pages
 
@@ -328,24 +329,39 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{_ACC * float(value):.2f}"
 
 
+def runtime_text(runtime: dict[str, Any] | None) -> str:
+    """A seed's runtime record (``result.json``'s ``runtime``) in a table cell: device,
+    processes, threads, compiled or eager, allocator; "-" for records written before it."""
+    if not runtime:
+        return "-"
+    processes = runtime.get("processes", 1)
+    parts = [str(runtime.get("device", "?")) + (f" x{processes}" if processes != 1 else ""),
+             f"{runtime.get('threads', '?')} threads",
+             "compiled" if runtime.get("compile") else "eager"]
+    if runtime.get("grad_checkpointing"):
+        parts.append(f"grad checkpointing {runtime['grad_checkpointing']}")
+    return ", ".join(parts + [str(runtime.get("allocator", "?"))])
+
+
 def seeds_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
-    """One row per expected seed of every run: its numbers, train time and commit; a seed
-    still training shows its epoch count, a seed not started is marked missing."""
+    """One row per expected seed of every run: its numbers, train time, what it ran on
+    (:func:`runtime_text`) and commit; a seed still training shows its epoch count, a seed not
+    started is marked missing."""
     lines = ["| run | seed | status | test acc (%) | held-out acc, final (%) | "
              "test acc, flip TTA (%) | folded test acc (%) | spike mismatch | "
-             "train time (min) | commit |", "|" + " --- |" * 10]
+             "train time (min) | ran on | commit |", "|" + " --- |" * 11]
     for run, label in zip(runs, labels, strict=True):
         records = seed_records(run)
         planned = (run.config.get("optim") or {}).get("epochs")
         for seed in sorted(set(expected_seeds(run)) | set(records)):
             r = records.get(seed)
             if r is None:
-                lines.append(f"| {label} | {seed} | missing |" + " - |" * 7)
+                lines.append(f"| {label} | {seed} | missing |" + " - |" * 8)
                 continue
             if not r.finished:
                 of = f" of {planned}" if planned else ""
                 lines.append(f"| {label} | {seed} | training, {r.epochs_done} epoch(s){of} | - "
-                             f"| {_pct(r.last_epoch.get('val_acc'))} |" + " - |" * 5)
+                             f"| {_pct(r.last_epoch.get('val_acc'))} |" + " - |" * 6)
                 continue
             v = r.values
             time = "-" if v.get("train_time") is None else f"{v['train_time'] / 60:.1f}"
@@ -354,7 +370,8 @@ def seeds_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
                 if v.get("commit") else "-"
             lines.append(f"| {label} | {seed} | finished | {_pct(v.get('final_test_acc'))} | "
                          f"{_pct(v.get('final_val_acc'))} | {_pct(v.get('test_acc_flip'))} | "
-                         f"{_pct(v.get('folded_test_acc'))} | {mismatch} | {time} | {commit} |")
+                         f"{_pct(v.get('folded_test_acc'))} | {mismatch} | {time} | "
+                         f"{runtime_text(v.get('runtime'))} | {commit} |")
     return "\n".join(lines)
 
 

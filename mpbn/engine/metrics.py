@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from mpbn.engine.checkpoint import atomic_write_text
 from mpbn.layers.recording import SpikeRecord, record_spikes
 
-__all__ = ["SpikeRateMeter", "MetricsWriter", "mean_std", "git_commit"]
+__all__ = ["SpikeRateMeter", "MetricsWriter", "mean_std", "git_commit", "allocator"]
 
 
 class SpikeRateMeter:
@@ -126,3 +126,18 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
         return commit + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def allocator() -> str:
+    """The CPU malloc in use (jemalloc/tcmalloc/mimalloc via ``LD_PRELOAD``) and its settings.
+
+    It moves large-tensor CPU timings by 2-9x (docs/PERFORMANCE.md, "Large tensors and the
+    allocator"), so benchmark tables and every seed's ``result.json`` name it.
+    """
+    preload = os.environ.get("LD_PRELOAD", "")
+    for name in ("jemalloc", "tcmalloc", "mimalloc"):
+        if name in preload:
+            conf = os.environ.get("MALLOC_CONF", "")
+            return f"{name} (LD_PRELOAD={preload}" + (f", MALLOC_CONF={conf})" if conf else ")")
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return "glibc malloc" + (f" (GLIBC_TUNABLES={tunables})" if tunables else "")

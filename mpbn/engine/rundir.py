@@ -30,9 +30,9 @@ import torch
 from mpbn.engine.checkpoint import atomic_write_text, remove_stale_temporaries
 from mpbn.engine.config import ConfigError, TrainConfig, config_diff
 from mpbn.engine.distributed import DistInfo
-from mpbn.engine.metrics import git_commit, mean_std
+from mpbn.engine.metrics import allocator, git_commit, mean_std
 
-__all__ = ["SeedResult", "default_run_dir", "prepare_run_dir", "check_resumable",
+__all__ = ["SeedResult", "runtime_record", "default_run_dir", "prepare_run_dir", "check_resumable",
            "seed_dir", "finished_result", "write_result", "summarize", "write_summary",
            "remove_if_untrained", "set_aside_previous"]
 
@@ -57,6 +57,20 @@ class SeedResult:
     test_acc_flip: float | None = None
     #: The code that trained this seed (``git_commit``), None where unknown.
     commit: str | None = None
+    #: How the seed's last session ran, the settings that move ``train_time`` but not the
+    #: recipe (:func:`runtime_record`); None in records written before it existed.
+    runtime: dict[str, Any] | None = None
+
+
+def runtime_record(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
+    """The settings a seed ran under that are not part of its recipe but move its
+    ``train_time`` (and, for ``compile``, the float order of its arithmetic): device, processes,
+    CPU threads, ``run.compile``, ``run.grad_checkpointing``, the CPU allocator and the torch
+    version. A seed resumed under other settings records those of its last session."""
+    return {"device": str(dist.device), "processes": dist.world_size,
+            "threads": torch.get_num_threads(), "compile": cfg.run.compile,
+            "grad_checkpointing": cfg.run.grad_checkpointing, "allocator": allocator(),
+            "torch": torch.__version__}
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -205,6 +219,7 @@ def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
         "best_val_acc": [r.best_val_acc for r in results],
         "test_acc_flip": [r.test_acc_flip for r in results],
         "commits": [r.commit for r in results],
+        "runtimes": [r.runtime for r in results],
     }
 
 

@@ -476,7 +476,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
                         spike_mismatch=None if mismatch is None else mismatch.total_mismatches,
                         spike_mismatch_rate=None if mismatch is None else mismatch.rate,
                         train_time=train_time, epochs=epochs, final_val_acc=final_val_acc,
-                        best_val_acc=best_val_acc, test_acc_flip=flip_acc, commit=git_commit())
+                        best_val_acc=best_val_acc, test_acc_flip=flip_acc, commit=git_commit(),
+                        runtime=rundir.runtime_record(cfg, dist))
     if primary:
         rundir.write_result(seed_dir, result)
     return result

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mpbn.analysis.compare import student_t_cdf, student_t_ppf, welch_ci
+from mpbn.analysis.compare import runtime_text, student_t_cdf, student_t_ppf, welch_ci
 
 
 @pytest.mark.parametrize("p, df, expected", [
@@ -60,3 +60,13 @@ def test_welch_equal_variances_and_sizes_gives_pooled_df_and_edge_cases():
     assert welch_ci([], [0.9])["diff"] is None
     flat = welch_ci([0.5, 0.5], [0.6, 0.6])
     assert flat["se"] == 0.0 and flat["low"] == flat["high"] == pytest.approx(0.1)
+
+
+def test_runtime_text_names_device_threads_compile_and_allocator():
+    assert runtime_text(None) == "-"  # a record written before seeds recorded it
+    assert runtime_text({"device": "cpu", "processes": 1, "threads": 2, "compile": True,
+                         "grad_checkpointing": 0, "allocator": "glibc malloc"}) \
+        == "cpu, 2 threads, compiled, glibc malloc"
+    assert runtime_text({"device": "cuda:0", "processes": 4, "threads": 8, "compile": False,
+                         "grad_checkpointing": 2, "allocator": "jemalloc (LD_PRELOAD=x)"}) \
+        == "cuda:0 x4, 8 threads, eager, grad checkpointing 2, jemalloc (LD_PRELOAD=x)"

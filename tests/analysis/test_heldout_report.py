@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from mpbn.analysis.compare import (
     compare_runs,
@@ -20,6 +21,7 @@ from mpbn.analysis.curves import analyze_curves
 from mpbn.analysis.io import load_run
 from mpbn.analysis.report import ReportOptions, build_report
 from mpbn.cli import main
+from mpbn.engine.metrics import allocator
 
 pytest.importorskip("matplotlib")
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -103,6 +105,9 @@ def test_runs_still_going_mark_training_and_missing_seeds(heldout_runs, tmp_path
     run = load_run(partial)
     assert "| 1/2 (missing 1) |" in runs_table([run], ["x"])
     assert "| x | 1 | missing |" in seeds_table([run], ["x"])
+    finished_row = next(line for line in seeds_table([run], ["x"]).splitlines()
+                        if line.startswith("| x | 0 | finished |"))
+    assert f"| cpu, {torch.get_num_threads()} threads, eager, {allocator()} |" in finished_row
     # No seed finished: held-out numbers come from the epochs, the test accuracy does not exist.
     (partial / "seed_0/result.json").unlink()
     run = load_run(partial)
@@ -122,7 +127,9 @@ def test_fast_ablation_tables_script(heldout_runs, capsys):
     for seed in (0, 1):
         assert f"| mpbn-channel | {seed} | finished | {100 * s['final_test_acc'][seed]:.2f} |" \
             in text
-        assert f"| {s['train_time'][seed] / 60:.1f} | `{s['commits'][seed][:12]}" in text
+        ran_on = f"cpu, {s['runtimes'][seed]['threads']} threads, eager, {allocator()}"
+        assert f"| {s['train_time'][seed] / 60:.1f} | {ran_on} | `{s['commits'][seed][:12]}" \
+            in text
 
 
 def test_make_fast_results_script(heldout_runs, tmp_path):

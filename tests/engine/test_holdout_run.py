@@ -11,6 +11,7 @@ from mpbn.engine.config import apply_overrides
 from mpbn.engine.distributed import DistInfo
 from mpbn.engine.evaluation import evaluate
 from mpbn.engine.loading import load_model
+from mpbn.engine.metrics import allocator
 from mpbn.engine.train import FlipAveraged, RunOptions, build_loaders, lr_factor, run
 
 
@@ -30,6 +31,12 @@ def test_holdout_run_reports_validation_per_epoch_and_test_once(tiny_config, tmp
     assert result["best_test_acc"] is None  # the test set was not looked at per epoch
     assert summary["final_val_acc"] == [result["final_val_acc"]]
     assert result["commit"] is None or len(result["commit"]) >= 40
+    # What the seed ran on: the settings that move train_time, in result.json and the summary.
+    assert result["runtime"] == {"device": "cpu", "processes": 1,
+                                 "threads": torch.get_num_threads(), "compile": False,
+                                 "grad_checkpointing": 0, "allocator": allocator(),
+                                 "torch": torch.__version__}
+    assert summary["runtimes"] == [result["runtime"]]
 
     # The reported test accuracy is the final model's on the whole test set.
     model, saved_cfg, _ = load_model(seed_dir / "last.pt")
