@@ -426,7 +426,11 @@ def _param_array(value: float | Tensor | None, step: Tensor, inner: int, num: in
     """A parameter as a contiguous float32 vector of ``num`` entries in the chosen layout."""
     if value is None:
         value = default
-    full = torch.as_tensor(value, dtype=torch.float32, device=step.device)
+    if not isinstance(value, Tensor):
+        # Filled on the device: torch.as_tensor of a Python float copies it from the host, and
+        # on CUDA that copy waits for the stream, a host stall per parameter and call.
+        return torch.full((num,), float(value), dtype=torch.float32, device=step.device)
+    full = value.to(dtype=torch.float32, device=step.device)
     full = full.expand(step.shape[1:]) if step.dim() > 1 else full.expand(())
     if num == 1:
         return full.reshape(-1)[:1].contiguous()
@@ -435,11 +439,17 @@ def _param_array(value: float | Tensor | None, step: Tensor, inner: int, num: in
     return full.reshape(num, -1)[:, 0].contiguous()
 
 
-def _layout_and_params(step, v_threshold, reset_amount, scale, shift):
+def _layout_and_params(step, v_threshold, reset_amount, scale=None, shift=None, *,
+                       affine: bool = True):
+    """``(inner, num, arrays)``: the layout and ``[scale, shift,] V_th, reset amount`` arrays.
+
+    The training kernels normalize with their own statistics and take no ``scale``/``shift``
+    (``affine=False``: those two are not built).
+    """
     inner, num = _param_layout(step, [v_threshold, reset_amount, scale, shift])
-    arrays = [_param_array(v, step, inner, num, d)
-              for v, d in ((scale, 1.0), (shift, 0.0), (v_threshold, 1.0), (reset_amount, 0.0))]
-    return inner, num, arrays
+    pairs = ((scale, 1.0), (shift, 0.0)) if affine else ()
+    pairs += ((v_threshold, 1.0), (reset_amount, 0.0))
+    return inner, num, [_param_array(v, step, inner, num, d) for v, d in pairs]
 
 
 def _eval_affine(norm: bool, weight, bias, mean_eval, invstd_eval):
@@ -538,8 +548,8 @@ def forward_train(c_seq: Tensor, v_threshold, reset_amount, weight: Tensor, bias
     steps, step = c_seq.shape[0], c_seq[0]
     batch, groups, inner_size = _train_layout(step, cfg.channel)
     bg, bi, grid, b_chunk, n_tiles = _train_tiling(batch, groups, inner_size)
-    inner, num, (_, _, v_th_a, amount_a) = _layout_and_params(step, v_threshold, reset_amount,
-                                                              None, None)
+    inner, num, (v_th_a, amount_a) = _layout_and_params(step, v_threshold, reset_amount,
+                                                        affine=False)
     f32 = dict(dtype=torch.float32, device=c_seq.device)
     spikes = torch.empty_like(c_seq)
     # Launch k reads u_pre[k - 1] and writes u_pre[k]: two slots carry it when none is kept.
@@ -572,8 +582,8 @@ def backward_train(grad_spikes: Tensor, u_pre_seq: Tensor, v_threshold, reset_am
     steps, step = u_pre_seq.shape[0], u_pre_seq[0]
     batch, groups, inner_size = _train_layout(step, cfg.channel)
     bg, bi, grid, b_chunk, n_tiles = _train_tiling(batch, groups, inner_size)
-    inner, num, (_, _, v_th_a, amount_a) = _layout_and_params(step, v_threshold, reset_amount,
-                                                              None, None)
+    inner, num, (v_th_a, amount_a) = _layout_and_params(step, v_threshold, reset_amount,
+                                                        affine=False)
     f32 = dict(dtype=torch.float32, device=step.device)
     mean = means.reshape(steps, groups).to(torch.float32).contiguous()
     invstd = invstds.reshape(steps, groups).to(torch.float32).contiguous()

@@ -405,6 +405,33 @@ def test_a_failing_triton_kernel_warns_once_and_the_torch_code_runs(monkeypatch)
         torch.testing.assert_close(a, e, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("shape, tensor_shape, entries", [
+    ((4, 3, 5, 5), None, 1),  # every parameter a float: one entry
+    ((4, 3, 5, 5), (3, 1, 1), 3),  # a per-channel threshold: one entry per channel
+    ((4, 3, 5, 5), (3, 5, 5), 75),  # a per-element threshold: one entry per neuron
+    ((4, 7), (7,), 7),  # a linear layer's step [B, F]
+])
+def test_kernel_parameter_arrays_fill_floats_as_the_tensors_they_stand_for(
+        shape, tensor_shape, entries) -> None:
+    """A float parameter is filled on the device (no copy from the host, which on CUDA waits for
+    the stream); its array must equal that of the same value given as a tensor of the layout."""
+    from mpbn.functional import triton_lif
+
+    torch.manual_seed(0)
+    step = torch.randn(shape)
+    threshold = (torch.rand(tensor_shape) + 0.2) if tensor_shape else 0.75
+    inner, num, arrays = triton_lif._layout_and_params(step, threshold, 0.3, affine=False)
+    assert num == entries
+    expected = [triton_lif._param_array(torch.as_tensor(v).expand(step.shape[1:]), step, inner,
+                                        num, 0.0) for v in (threshold, 0.3)]
+    for got, want in zip(arrays, expected, strict=True):
+        assert got.dtype == torch.float32 and got.is_contiguous() and got.shape == (num,)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with_affine = triton_lif._layout_and_params(step, threshold, 0.3)[2]
+    assert len(with_affine) == 4 and torch.equal(with_affine[0], torch.ones(num))
+    assert torch.equal(with_affine[1], torch.zeros(num))
+
+
 def test_a_tensor_threshold_of_another_dtype_falls_back_to_the_reference() -> None:
     """bf16 input and a float32 per-channel threshold: the reference fires on the potential
     promoted to float32, so the fused bf16 step would differ; auto must take the reference."""
