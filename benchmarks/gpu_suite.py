@@ -46,6 +46,7 @@ _PROCESS_START = time.perf_counter()  # the budget counts imports and CUDA start
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import copy  # noqa: E402
 import gc  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
@@ -693,6 +694,9 @@ class StepVariant:
     step_ms: float = 0.0
     warm_s: float = 0.0  # every warm-up call: with torch.compile, the compiles
     peak_mib: float | None = None
+    # compiled variants: one forward + backward of the compiled model against an eager copy
+    agreement: dict[str, float] | None = None
+    check_s: float = 0.0  # the agreement check's time (it holds the compile)
 
 
 def _step_variant(ctx: Context, kind: str, steps: int, amp: bool, compiled: bool) -> StepVariant:
@@ -713,13 +717,81 @@ def _step_variant(ctx: Context, kind: str, steps: int, amp: bool, compiled: bool
     images = torch.rand(images_per_step, *model.input_shape, generator=generator)
     labels = torch.randint(0, 10, (images_per_step,), generator=generator)
     model = model.to(ctx.device)
+    images, labels = images.to(ctx.device), labels.to(ctx.device)
     runnable = model
+    agreement, check_s = None, 0.0
     if compiled:
+        eager_twin = copy.deepcopy(model)
         runnable = torch.compile(model, backend=ctx.facts["compile_backend"])
+        # The first compiled call (the compile) is a forward + backward checked against the
+        # same weights run eagerly: on CUDA the compiled graph traces the Triton kernels'
+        # branch, which no CPU run reaches, and a timing of a wrong graph means nothing.
+        start = time.perf_counter()
+        agreement = _agreement(runnable, eager_twin, images, labels, amp)
+        sync(ctx.device)
+        check_s = time.perf_counter() - start
+        del eager_twin
     name = (f"{'ANN B=' + str(steps * batch) if kind == 'ANN' else 'SNN mpbn=' + kind} "
             f"{'bf16' if amp else 'fp32'}{' compiled' if compiled else ''}")
-    fn = make_step(runnable, images.to(ctx.device), labels.to(ctx.device), amp)
-    return StepVariant(name, kind, amp, compiled, steps, fn)
+    fn = make_step(runnable, images, labels, amp)
+    return StepVariant(name, kind, amp, compiled, steps, fn, agreement=agreement,
+                       check_s=check_s)
+
+
+#: Compiled vs eager, one forward + backward from the same weights: the loss's relative
+#: difference and the cosine between the whole gradient vectors. Not bit-equal: the compiled
+#: graph rounds differently, and a potential within rounding of its threshold may fire on the
+#: other side, so a few spikes and the gradients through them differ; a wrong graph (a kernel
+#: writing the wrong view, a dropped input) is off by orders of magnitude more.
+AGREEMENT = {False: {"loss_rel": 1e-3, "grad_cosine": 0.999},
+             True: {"loss_rel": 2e-2, "grad_cosine": 0.99}}  # bf16 autocast
+
+
+def _agreement(compiled: torch.nn.Module, eager: torch.nn.Module, images: torch.Tensor,
+               labels: torch.Tensor, amp: bool) -> dict[str, float]:
+    """Loss and gradients of one step of ``compiled`` against ``eager`` (same weights)."""
+    import torch.nn.functional as F
+
+    results = []
+    for model in (compiled, eager):  # a compiled module's parameters are its original's
+        params = list(model.parameters())
+        autocast = (torch.autocast(images.device.type, dtype=torch.bfloat16) if amp
+                    else contextlib.nullcontext())
+        with autocast:
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        grads = torch.cat([p.grad.detach().float().flatten() for p in params
+                           if p.grad is not None])
+        results.append((loss.detach().float().item(), grads))
+        for p in params:
+            p.grad = None
+    (loss_c, grad_c), (loss_e, grad_e) = results
+    cosine = (F.cosine_similarity(grad_c, grad_e, dim=0).item()
+              if grad_c.shape == grad_e.shape else float("nan"))
+    return {"loss_compiled": loss_c, "loss_eager": loss_e,
+            "loss_rel": abs(loss_c - loss_e) / max(abs(loss_e), 1e-12), "grad_cosine": cosine}
+
+
+def _agreement_table(result: StageResult, steps: int, amp: bool,
+                     compiled: list[StepVariant]) -> None:
+    """Each compiled variant's :func:`_agreement`; one outside :data:`AGREEMENT` is a failure."""
+    limits = AGREEMENT[amp]
+    table = Table(f"compiled vs eager, one forward + backward from the same weights, T={steps} "
+                  f"{'bf16' if amp else 'fp32'} (limits: loss rel. diff <= "
+                  f"{limits['loss_rel']:g}, gradient cosine >= {limits['grad_cosine']:g})",
+                  ["variant", "loss compiled", "loss eager", "loss rel. diff", "grad cosine",
+                   "agrees?"])
+    for v in compiled:
+        a = v.agreement
+        agrees = a["loss_rel"] <= limits["loss_rel"] and a["grad_cosine"] >= limits["grad_cosine"]
+        table.rows.append([v.name, f"{a['loss_compiled']:.6f}", f"{a['loss_eager']:.6f}",
+                           f"{a['loss_rel']:.2e}", f"{a['grad_cosine']:.6f}",
+                           "yes" if agrees else "NO"])
+        result.data.setdefault("compiled_agreement", []).append({"name": v.name, **a,
+                                                                  "agrees": agrees})
+        if not agrees:
+            result.fail(f"{v.name}: the compiled model disagrees with the eager one ({a})")
+    result.table(table)
 
 
 def _warm(variant: StepVariant, device: torch.device, calls: int) -> None:
@@ -728,11 +800,12 @@ def _warm(variant: StepVariant, device: torch.device, calls: int) -> None:
     start = time.perf_counter()
     variant.fn()
     sync(device)
-    variant.first_s = time.perf_counter() - start
+    # A compiled variant's first call was its agreement check (the compile): counted here.
+    variant.first_s = variant.check_s or time.perf_counter() - start
     for _ in range(calls - 1):
         variant.fn()
     sync(device)
-    variant.warm_s = time.perf_counter() - start
+    variant.warm_s = variant.check_s + time.perf_counter() - start
     variant.step_ms = time_ms(variant.fn, device)
     variant.peak_mib = peak_memory_mib(variant.fn, device)
 
@@ -882,6 +955,7 @@ def stage_train_step(ctx: Context, clock: StageClock, result: StageResult) -> No
                             f"{traceback.format_exc(limit=8)}")
         if not compiled:
             continue
+        _agreement_table(result, steps, amp, compiled)
         twins = [v for v in eager_by_t[steps]
                  if v.amp == amp and any(c.kind == v.kind for c in compiled)]
         group = compiled + twins
@@ -1000,6 +1074,7 @@ def time_preset(ctx: Context, clock: StageClock, result: StageResult, preset: st
                 data_root: Path, real: bool, share_s: float, target: float | None) -> None:
     """One epoch of ``preset`` through the real loaders and ``train_one_epoch`` (cut to what
     ``share_s`` allows, then extrapolated), and one evaluation of its test set."""
+    from mpbn.engine.compiling import compile_model
     from mpbn.engine.distributed import DistInfo
     from mpbn.engine.evaluation import evaluate
     from mpbn.engine.loading import build_model
@@ -1039,7 +1114,7 @@ def time_preset(ctx: Context, clock: StageClock, result: StageResult, preset: st
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
-    step_model = torch.compile(model) if cfg.run.compile else model
+    step_model = compile_model(model, ctx.device) if cfg.run.compile else model
     common = dict(cfg=cfg, dist=dist, show_progress=False)
 
     def epoch(batches: Any, number: int) -> dict:

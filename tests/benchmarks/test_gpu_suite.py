@@ -63,3 +63,34 @@ def test_a_stage_stops_what_its_budget_does_not_allow(tmp_path: Path) -> None:
     assert any(stop.startswith("budget: quick grid: 9 of 10 cases") for stop in
                stage["budget_stops"]), stage["budget_stops"]
     assert "budget: quick grid" in (tmp_path / "gpu_suite.md").read_text()
+
+
+def test_compiled_agreement_passes_the_same_graph_and_catches_a_wrong_one() -> None:
+    """The train_step stage checks every compiled model against an eager copy before timing it
+    (on CUDA the compiled graph traces the Triton kernels); the check must pass a faithful
+    compile and fail a graph that computes something else."""
+    import copy
+    import runpy
+
+    import torch
+    from tiny_models import tiny_model
+
+    suite = runpy.run_path(str(ROOT / "benchmarks" / "gpu_suite.py"), run_name="gpu_suite")
+    agreement, limits = suite["_agreement"], suite["AGREEMENT"][False]
+    torch.manual_seed(0)
+    model = tiny_model("fastnet", timesteps=2, mpbn="channel")
+    images, labels = torch.rand(8, 3, 8, 8), torch.randint(0, 5, (8,))
+    twin = copy.deepcopy(model)
+    faithful = agreement(torch.compile(model, backend="eager"), twin, images, labels, False)
+    assert faithful["loss_rel"] <= limits["loss_rel"], faithful
+    assert faithful["grad_cosine"] >= limits["grad_cosine"], faithful
+    assert all(p.grad is None for p in [*model.parameters(), *twin.parameters()])
+    # A graph that computes something else (as a kernel writing the wrong view would): here
+    # one conv's weights are lost. (Not a forward hook: dynamo may reuse the graph it traced
+    # for another instance of the class without it.)
+    wrong = copy.deepcopy(twin)
+    with torch.no_grad():
+        wrong.body[1].conv.weight.zero_()
+    caught = agreement(torch.compile(wrong, backend="eager"), twin, images, labels, False)
+    assert (caught["loss_rel"] > limits["loss_rel"]
+            or caught["grad_cosine"] < limits["grad_cosine"]), caught
