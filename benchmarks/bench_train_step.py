@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from _host import allocator
 from torch import nn
 
+from mpbn.engine.compiling import compile_model
 from mpbn.functional.lif_backend import compile_enabled, set_compile
 from mpbn.layers import LIF
 from mpbn.models import create
@@ -129,8 +130,8 @@ def sped_up_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, a
     if speedup == "channels-last" and images.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    if speedup == "model-compile":
-        model = torch.compile(model)
+    if speedup == "model-compile":  # as `mpbn train` compiles (run.compile)
+        model = compile_model(model, images.device)
     step = make_step(model, images, labels, amp)
     return with_neuron_compile(step) if speedup == "neuron-compile" else step
 

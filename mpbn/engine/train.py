@@ -29,6 +29,7 @@ from mpbn.engine.checkpoint import (
     save_checkpoint,
     unwrapped_name,
 )
+from mpbn.engine.compiling import compile_model
 from mpbn.engine.config import ConfigError, TrainConfig
 from mpbn.engine.deploy import data_info_record
 from mpbn.engine.distributed import (
@@ -365,7 +366,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
         model_for_step = nn.parallel.DistributedDataParallel(synced, device_ids=device_ids)
     if cfg.run.compile:
-        model_for_step = torch.compile(model_for_step)
+        model_for_step = compile_model(model_for_step, dist.device)
 
     def after_step(global_step: int) -> None:
         if ema is not None:
