@@ -7,7 +7,9 @@ For each MPBN mode, ``fastnet`` (the ``cifar10-fast-*`` network) is compiled twi
 ``torch.compile``, once with Inductor's ``layout_optimization`` on (its default) and once off,
 and the two training steps (SGD, random data) are timed round-robin in one process. Prints the
 median step times and the median of the per-round ratios off / on, which is what
-:func:`mpbn.engine.compiling.inductor_options` decides from (docs/PERFORMANCE.md).
+:func:`mpbn.engine.compiling.inductor_options` decides from (docs/PERFORMANCE.md). ``--profile``
+adds, per variant, the self CPU time of each compiled graph (forward and backward) and of the
+convolutions over 3 steps (``torch.profiler``), to see where a difference lies.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--timesteps", type=int, default=1)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print each variant's compiled graphs' self CPU time")
     args = parser.parse_args()
     print(machine_header(torch.device("cpu")), flush=True)
     generator = torch.Generator().manual_seed(0)
@@ -65,6 +69,28 @@ def main() -> None:
         ratio = statistics.median(b / a for a, b in zip(on, off, strict=True))
         print(f"{mode:10s} {1e3 * statistics.median(on):14.1f} {1e3 * statistics.median(off):15.1f}"
               f" {ratio:8.2f}x")
+    if args.profile:
+        print("\nself CPU ms per step (3 steps profiled): compiled graphs in call order "
+              "(forward first, then backward), then all convolution ops")
+        for (mode, layout), step in steps.items():
+            print(f"mpbn={mode} layout_optimization={layout}: " + profile_line(step))
+
+
+def profile_line(step, steps: int = 3) -> str:
+    """Self CPU ms per step of each compiled graph and of the convolutions, over ``steps``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    graphs, conv = [], 0.0
+    for event in prof.key_averages():
+        ms = event.self_cpu_time_total / 1e3 / steps
+        if event.key.startswith("## Call CompiledFxGraph"):
+            graphs.append(ms)
+        elif "convolution" in event.key:
+            conv += ms
+    return ", ".join(f"graph {i} {ms:.0f}" for i, ms in enumerate(graphs)) + f"; conv {conv:.0f}"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,15 @@ def read_landscape(folder: Path) -> dict:
     """The ``landscape.json`` of an ``mpbn report`` output folder."""
     for path in (folder / "images" / "landscape.json", folder / "landscape.json"):
         if path.is_file():
-            return json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_text())
+                if not (isinstance(data["curves"], dict) and isinstance(data["n_samples"], int)
+                        and isinstance(data["seed"], int)):
+                    raise TypeError
+                return data
+            except (ValueError, KeyError, TypeError):
+                raise SystemExit(f"{path}: not a landscape.json written by mpbn report (valid: "
+                                 "a JSON object with 'n_samples', 'seed' and 'curves')") from None
     raise SystemExit(f"no landscape.json in {folder} (looked in images/ and the folder itself)")
 
 

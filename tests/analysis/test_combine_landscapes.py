@@ -51,5 +51,10 @@ def test_landscapes_on_other_samples_or_twice_the_same_label_are_refused(tmp_pat
         _main()([str(tmp_path / "o2"), str(a), str(same_label)])
     with pytest.raises(SystemExit, match="no landscape.json"):
         _main()([str(tmp_path / "o3"), str(tmp_path)])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "landscape.json").write_text('{"curves": {}}')
+    with pytest.raises(SystemExit, match="not a landscape.json written by mpbn report"):
+        _main()([str(tmp_path / "o5"), str(broken)])
     with pytest.raises(SystemExit, match="usage"):
         _main()([str(tmp_path / "o4")])
