@@ -152,8 +152,10 @@ class OptimConfig:
         momentum: SGD momentum in [0, 1).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 coefficient.
-        decay_params: Parameters weight decay applies to (weights: the weights of conv and
-            linear layers only, no norm or MPBN scale or bias whatever its shape; all: every
+        decay_params: Parameters weight decay applies to (weights: parameters with two or
+            more dimensions outside norm layers, i.e. conv, linear and a user's own layers'
+            weights, no norm or MPBN scale or bias whatever its shape, nothing a model's
+            ``no_weight_decay()`` names: :func:`mpbn.engine.optim.param_groups`; all: every
             parameter, as plain ``SGD(weight_decay=...)`` does).
         schedule: Learning-rate schedule after the warm-up, per step (cosine: to 0; linear: a
             straight line to 0, with the warm-up the one-cycle "triangle"; step: ``gamma`` at

@@ -9,7 +9,6 @@ epoch fold MPBN into thresholds and evaluate the folded model. The run directory
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -44,13 +43,14 @@ from mpbn.engine.ema import WeightEMA
 from mpbn.engine.evaluation import EVAL_SEED, autocast, evaluate, prepare_input
 from mpbn.engine.loading import build_model, load_model, load_state_or_explain
 from mpbn.engine.metrics import MetricsWriter, git_commit
+from mpbn.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from mpbn.engine.rundir import SeedResult
 from mpbn.layers.fold import SpikeMismatch, spike_mismatch
 
 __all__ = [
     "RunOptions", "SeedResult", "TrainingDiverged", "run", "train_seed", "train_one_epoch",
     "evaluate", "build_model", "build_loaders", "build_splits", "build_optimizer",
-    "build_scheduler", "param_groups", "fold_and_evaluate", "float64_spike_mismatch",
+    "build_scheduler", "lr_factor", "param_groups", "fold_and_evaluate", "float64_spike_mismatch",
     "check_names", "resumable_mid_epoch",
     "load_model_from_checkpoint",
 ]
@@ -596,69 +596,6 @@ def build_splits(cfg: TrainConfig, seed: int, dist: DistInfo, *, holdout: bool =
         world_size=dist.world_size, train_subset=data.train_subset,
         test_subset=data.test_subset, eval_batch_size=data.eval_batch_size,
     )
-
-
-#: Layers whose ``weight`` weight decay applies to under ``optim.decay_params="weights"``.
-DECAYED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                  nn.ConvTranspose3d, nn.Linear, nn.Bilinear)
-
-
-def param_groups(model: nn.Module, weight_decay: float, decay_params: str) -> list[dict]:
-    """Weight decay on the weights of conv and linear layers only, or on everything.
-
-    MPBN's public code decays only weights: decaying BN/MPBN scales and biases pulls them to
-    zero, which for MPBN moves the folded thresholds, with no regularizing benefit. Selected by
-    layer type, not by ``ndim > 1``: element-wise MPBN's scale is ``[C, H, W]`` and BNTT's
-    per-step scale ``[T, C]``, and decaying those shrank element-wise MPBN's scale from 1 to
-    about 0.1 and its spike rate from 0.30 to 0.013 on full CIFAR-10 (issue 18).
-    """
-    if decay_params == "all":
-        return [{"params": [p for p in model.parameters() if p.requires_grad],
-                 "weight_decay": weight_decay}]
-    decayed = {id(m.weight) for m in model.modules()
-               if isinstance(m, DECAYED_LAYERS) and isinstance(m.weight, nn.Parameter)}
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if id(p) in decayed else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    groups = param_groups(model, o.weight_decay, o.decay_params)
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr)
-    return torch.optim.AdamW(groups, lr=o.lr)
-
-
-def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of ``cfg.optim.lr`` at optimizer step ``step`` (0-based), updated every step."""
-    o = cfg.optim
-    total = o.epochs * steps_per_epoch
-    warmup = o.warmup_epochs * steps_per_epoch
-    if step < warmup:
-        return (step + 1) / warmup
-    if o.schedule in ("cosine", "linear"):
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if o.schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if o.schedule == "step":
-        epoch = step / steps_per_epoch
-        passed = sum(epoch >= m * o.epochs for m in o.milestones)
-        return o.gamma ** passed
-    return 1.0
-
-
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR over :func:`lr_factor` (its state dict holds no code)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
 
 
 # ------------------------------------------------------------------------------------------

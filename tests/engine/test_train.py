@@ -1,4 +1,4 @@
-"""The training loop: default run, resume == uninterrupted, NaN stop, checkpoints, schedules."""
+"""The training loop: default run, resume == uninterrupted, NaN stop, checkpoints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from mpbn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides, parse_set
@@ -15,8 +14,6 @@ from mpbn.engine.presets import PRESETS, get_preset, list_presets
 from mpbn.engine.train import (
     RunOptions,
     TrainingDiverged,
-    lr_factor,
-    param_groups,
     run,
 )
 
@@ -161,42 +158,6 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     save_checkpoint(path, {"model": {}, "config": {}})
     save_checkpoint(path, {"model": {"x": torch.zeros(1)}, "config": {}})
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
-
-
-def test_weight_decay_only_on_conv_and_linear_weights():
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2))
-    decay, no_decay = param_groups(model, 1e-4, "weights")
-    assert {p.ndim for p in decay["params"]} == {2, 4}
-    assert {p.ndim for p in no_decay["params"]} == {1}
-    assert no_decay["weight_decay"] == 0.0
-    (everything,) = param_groups(model, 5e-4, "all")
-    assert len(everything["params"]) == len(list(model.parameters()))
-
-
-def test_weight_decay_spares_multidimensional_norm_scales():
-    """Element-wise MPBN's [C, H, W] scale and bias and BNTT's per-step [T, C] scale are not
-    conv weights despite ndim > 1."""
-    from mpbn.layers.neuron import MembraneBN
-    from mpbn.layers.norm import BatchNormThroughTime
-
-    bntt = BatchNormThroughTime(2, timesteps=4)
-    membrane = MembraneBN("element", feature_shape=(2, 3, 3))
-    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), bntt, membrane)
-    assert bntt.weight.ndim == 2 and membrane.weight.ndim == 3
-    decay, no_decay = param_groups(model, 1e-4, "weights")
-    assert [p is model[0].weight for p in decay["params"]] == [True]
-    assert {id(p) for p in no_decay["params"]} == {
-        id(bntt.weight), id(membrane.weight), id(membrane.bias)}
-
-
-def test_schedules():
-    cosine = apply_overrides(TrainConfig(), dict(epochs=10, schedule="cosine"))
-    assert lr_factor(cosine, 0, 10) == 1.0
-    assert lr_factor(cosine, 99, 10) < 1e-3
-    step = apply_overrides(TrainConfig(), dict(epochs=10, schedule="step",
-                                               milestones=[0.5, 0.7, 0.9]))
-    factors = [lr_factor(step, e * 10, 10) for e in range(10)]
-    assert factors == pytest.approx([1] * 5 + [0.1] * 2 + [0.01] * 2 + [0.001])
 
 
 def test_overrides_are_typed_and_validated():
