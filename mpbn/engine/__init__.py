@@ -8,12 +8,15 @@ is the demo. See docs/TRAINING.md.
     train.py       run -> train_seed (set-up, epochs, fold) -> train_one_epoch
     evaluation.py  evaluate: loss, accuracy (a fraction), spike rate
     loading.py     build_model (config -> model), load_model (checkpoint/deploy -> model)
+    optim.py       weight-decay groups, optimizer, per-step learning-rate schedule
     rundir.py      run-directory layout, --force/--resume checks, summary
     checkpoint.py  safe, atomic checkpoint files;  deploy.py  folded safetensors export
     distributed.py torchrun set-up;  metrics.py  metrics.jsonl, spike rates, mean/std
+    compiling.py   compile_model: torch.compile with the Inductor options measured per model
 """
 
 from mpbn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpbn.engine.compiling import compile_model
 from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides, parse_set
 from mpbn.engine.deploy import export_folded, load_folded
 from mpbn.engine.distributed import (
@@ -44,6 +47,7 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "apply_overrides",
+    "compile_model",
     "convert_sync_norms",
     "evaluate",
     "export_folded",
