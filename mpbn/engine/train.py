@@ -345,6 +345,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         train_time = float(ckpt.get("train_time", 0.0))
         best_acc, test_acc = ckpt["best_acc"], ckpt["test_acc"]
         restore_rng_state(ckpt["rng"])
+        if dist.enabled:
+            _restore_rank_rng(ckpt, seed, dist)
         if ckpt.get("mid_epoch") is not None:
             position = _mid_epoch_position(ckpt, train_loader, dist, last_path)
             restore_rng_state(position["rng"])  # this rank's (encoder noise differs by rank)
@@ -439,6 +441,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
                                           epoch=epoch, global_step=global_step,
                                           best_acc=best_acc, test_acc=test_acc, seed=seed,
                                           info=info, train_time=train_time, ema=ema)
+            if dist.enabled:  # "rng" is rank 0's; encoder noise and augmentation differ
+                payload["rank_rng"] = _gather(capture_rng_state(), dist)
             # Every rank checks (and stops together): no non-finite state is ever written.
             _check_payload_finite(payload, epoch, global_step, dist)
             if primary:
@@ -497,6 +501,21 @@ def _gather(value: Any, dist: DistInfo) -> list[Any]:
     out: list[Any] = [None] * dist.world_size
     torch.distributed.all_gather_object(out, value)
     return out
+
+
+def _restore_rank_rng(ckpt: dict[str, Any], seed: int, dist: DistInfo) -> None:
+    """This rank's RNG from an epoch-end checkpoint of a multi-process run (``rank_rng``), so
+    that each rank continues its own encoder noise and augmentation as if never stopped.
+
+    A checkpoint of another number of processes (or one written before ``rank_rng``) cannot be
+    continued exactly: rank 0 continues the saved stream, the others draw distinct noise from
+    a seed of their rank and the epoch (as at the start, where ranks must not share noise).
+    """
+    ranks = ckpt.get("rank_rng")
+    if ranks is not None and len(ranks) == dist.world_size:
+        restore_rng_state(ranks[dist.rank])
+    elif dist.rank:
+        torch.manual_seed(seed + 1_000_003 * dist.rank + 7_919 * ckpt["epoch"])
 
 
 def _mid_epoch_position(ckpt: dict[str, Any], loader: Any, dist: DistInfo,

@@ -207,7 +207,7 @@ def test_the_cli_flag_and_evals_note_on_a_mid_epoch_checkpoint(tmp_path, monkeyp
     assert [x["epoch"] for x in _lines(tmp_path / "seed_0")] == [1, 2]
 
 
-def _two_process_worker(rank, ports, out):
+def _two_process_worker(rank, ports, out, every, kill_at):
     """The reference run, the killed run and its resume, one after another (one start-up)."""
     torch.set_num_threads(1)
     for mode, port in zip(("reference", "kill", "resume"), ports, strict=True):
@@ -216,10 +216,10 @@ def _two_process_worker(rank, ports, out):
         cfg = apply_overrides(TrainConfig(), dict(
             epochs=2, train_subset=256, test_subset=128, batch_size=64, eval_batch_size=128,
             timesteps=2, log_interval=2, fold=False, encoding="poisson", device="cpu",
-            checkpoint_every=0 if mode == "reference" else 1))
+            checkpoint_every=0 if mode == "reference" else every))
 
-        def die(event, global_step=0, mode=mode, **_):  # every rank, after step 2's checkpoint
-            if event == "step" and mode == "kill" and global_step == 3:
+        def die(event, global_step=0, mode=mode, **_):  # every rank
+            if event == "step" and mode == "kill" and global_step == kill_at:
                 raise KeyboardInterrupt("killed")
 
         folder = f"{out}/reference" if mode == "reference" else f"{out}/run"
@@ -232,8 +232,10 @@ def _two_process_worker(rank, ports, out):
 
 @pytest.mark.skipif(not os.environ.get("MPBN_DDP_TESTS"),
                     reason="two gloo processes, ~40 s on 2 busy cores: set MPBN_DDP_TESTS=1")
-def test_two_processes_resume_mid_epoch_with_each_ranks_state(tmp_path):
-    """Each rank continues with its own encoder noise, augmentation and sums."""
+@pytest.mark.parametrize("every, kill_at", [(1, 3), (0, 6)], ids=["mid-epoch", "epoch-end"])
+def test_two_processes_resume_with_each_ranks_state(tmp_path, every, kill_at):
+    """Each rank continues with its own encoder noise, augmentation and sums: from a mid-epoch
+    checkpoint (after step 2 of 4) or from the end of epoch 1 (``rank_rng``)."""
     import socket
 
     import torch.multiprocessing as mp
@@ -244,10 +246,18 @@ def test_two_processes_resume_mid_epoch_with_each_ranks_state(tmp_path):
     ports = [s.getsockname()[1] for s in sockets]
     for s in sockets:
         s.close()
-    mp.spawn(_two_process_worker, args=(ports, str(tmp_path)), nprocs=2, join=True)
-    mid = torch.load(tmp_path / "killed.pt", weights_only=True)["mid_epoch"]
-    assert (mid["epoch"], mid["steps"], len(mid["ranks"])) == (1, 2, 2)
-    assert not torch.equal(mid["ranks"][0]["rng"]["torch"], mid["ranks"][1]["rng"]["torch"])
+    mp.spawn(_two_process_worker, args=(ports, str(tmp_path), every, kill_at), nprocs=2,
+             join=True)
+    killed = torch.load(tmp_path / "killed.pt", weights_only=True)
+    if every:
+        mid = killed["mid_epoch"]
+        assert (mid["epoch"], mid["steps"], len(mid["ranks"])) == (1, 2, 2)
+        rngs = [r["rng"] for r in mid["ranks"]]
+    else:
+        assert (killed["epoch"], killed.get("mid_epoch")) == (1, None)
+        rngs = killed["rank_rng"]
+        _assert_same(rngs[0], killed["rng"])
+    assert not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
     a, b = (load_checkpoint(tmp_path / f"{d}/seed_0/last.pt") for d in ("reference", "run"))
     for key in ("model", "optimizer"):
         _assert_same(a[key], b[key], key)
