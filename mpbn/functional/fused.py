@@ -148,20 +148,20 @@ def unfusable_reason(x_seq: Tensor, params: LIFParams,
 
 @functools.cache
 def _interned(cfg: StepConfig) -> StepConfig:
-    """The first :class:`StepConfig` equal to ``cfg``: one object per distinct value.
-
-    A functools cache, not a module-level dict: torch.compile traces through the cache (the
-    config is then a constant of the traced graph), whereas reading a dict that the first call
-    fills makes the whole-model compile guard on the dict being empty and compile twice.
-    """
+    """The first :class:`StepConfig` equal to ``cfg``: one object per distinct value (eager
+    calls; :func:`step_config` skips it while torch.compile traces)."""
     return cfg
 
 
 def step_config(x_seq: Tensor, params: LIFParams, norm: MembraneNormArgs | None) -> StepConfig:
     """The static part of a call (:class:`StepConfig`), one object per distinct value.
 
-    torch.compile guards on the object's identity: a fresh one per call would recompile every
-    call.
+    Eager calls key the compiled loops by it, so one object per value (:func:`_interned`) keeps
+    their torch.compile guards on its identity from recompiling every call. While torch.compile
+    traces a whole model, the config is a constant of the traced graph and needs no interning:
+    the cache is not traced (Dynamo would warn that it ignores the cache wrapper), and neither
+    is a module-level dict, which the first call fills and the graph would guard on being
+    empty, compiling twice.
     """
     reduce_dims: tuple[int, ...] = ()
     norm_mode = None
@@ -180,7 +180,7 @@ def step_config(x_seq: Tensor, params: LIFParams, norm: MembraneNormArgs | None)
         eps=float(norm.eps) if norm is not None else 0.0,
         channel=norm is None or norm.granularity == "channel",
     )
-    return _interned(cfg)
+    return cfg if torch.compiler.is_compiling() else _interned(cfg)
 
 
 class FusedLIF(torch.autograd.Function):

@@ -197,9 +197,14 @@ def test_step_configs_are_interned_and_a_compiled_model_compiles_once() -> None:
     model = create("small_cnn", mpbn="channel", timesteps=2)
     compiled = torch.compile(model, backend=counter)
     batch = torch.randn(4, 1, 8, 8)
-    for _ in range(3):
-        compiled(batch).sum().backward()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            compiled(batch).sum().backward()
     assert counter.frame_count == 1, f"compiled {counter.frame_count} times"
+    # Dynamo warns where it traces through a functools cache ("silent incorrectness is a
+    # potential risk"): step_config does not call one while compiling.
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
 
 
 def test_compiled_serves_more_layer_shapes_than_dynamos_recompile_limit(monkeypatch) -> None:
