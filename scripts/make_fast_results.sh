@@ -28,6 +28,7 @@ for t in 1 2; do
   if [ ${#dirs[@]} -eq 0 ]; then echo "skip fast-t$t (no run with a finished seed 0)"; continue; fi
   mpbn report "${dirs[@]}" -o "$out/fast-t$t" --compare --n-samples 512 --n-points 21 \
     --skip gamma early-exit robustness "$@"
-  # The pages embed the PNGs; SVG copies stay out of the repository (run `mpbn report` for them).
-  find "$out/fast-t$t" -name '*.svg' -delete
+  # The pages embed the PNGs; SVG copies of report's figures stay out of the repository (run
+  # `mpbn report` for them). Only report's images/: landscape/ is combine_landscapes.py's.
+  find "$out/fast-t$t/images" -name '*.svg' -delete
 done

@@ -137,6 +137,9 @@ def test_make_fast_results_script(heldout_runs, tmp_path):
         pytest.skip("the mpbn command is not installed")
     root, _ = heldout_runs
     out = tmp_path / "pages"
+    combined = out / "fast-t1/landscape/landscape.svg"  # scripts/combine_landscapes.py's
+    combined.parent.mkdir(parents=True)
+    combined.write_text("<svg/>")
     done = subprocess.run(
         ["bash", str(SCRIPTS / "make_fast_results.sh"), str(root), str(out), "--n-samples", "8",
          "--skip", "landscape", "spikes", "energy", "fold"], capture_output=True, text=True)
@@ -145,7 +148,7 @@ def test_make_fast_results_script(heldout_runs, tmp_path):
     assert "Welch" in (out / "tables.md").read_text()
     page = (out / "fast-t1/report.md").read_text()
     assert "## Comparison with the baseline" in page and (out / "fast-t1/images/curves.png")
-    assert not list(out.rglob("*.svg"))
+    assert list(out.rglob("*.svg")) == [combined]  # report's SVGs go, the combined plot stays
     # The script's own --skip and the caller's add up.
     assert "## Robustness" not in page and "## Loss landscape" not in page
 
