@@ -44,7 +44,7 @@ _FLAGS: list[tuple[str, str, str]] = [
      "recompute the body in backward, N blocks per segment (0: off; saves memory at long T)"),
     ("--checkpoint-every", "checkpoint_every",
      "also write last.pt every N optimizer steps, from which --resume continues mid-epoch "
-     "exactly (0: at epoch ends only; in-memory datasets)"),
+     "exactly (0: at epoch ends only)"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
     ("--amp", "amp", "bf16 autocast (CUDA)"),

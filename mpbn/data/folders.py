@@ -2,7 +2,8 @@
 
 Workers return uint8 tensors; conversion to float and normalization happen on the device for
 the whole batch. Every sample's random crop and flip come from a seed derived from
-``(seed, epoch, rank, position)``, so an epoch is identical whichever worker decodes it.
+``(seed, epoch, rank, position)``, so an epoch is identical whichever worker decodes it, and
+an epoch resumed mid-way (``run.checkpoint_every``) continues it exactly.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .augment import normalize
 from .download import check_root, require_regular_file
 from .info import DatasetInfo
 from .registry import LoaderRequest, register
-from .sampling import derive_seed, epoch_indices, take_samples
+from .sampling import derive_seed, epoch_indices, make_generator, take_samples
 
 try:
     from PIL import Image, UnidentifiedImageError
@@ -153,11 +154,14 @@ class _SeededSampler(Sampler):
         self.loader = loader
 
     def __len__(self) -> int:
-        return len(self.loader.indices())
+        return max(len(self.loader.indices()) - self.loader.first_sample, 0)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         base = derive_seed(self.loader.seed, self.loader.epoch, self.loader.rank, "folder")
-        for position, index in enumerate(self.loader.indices().tolist()):
+        first = self.loader.first_sample
+        for position, index in enumerate(self.loader.indices().tolist()[first:], first):
+            # A sample's seed is its position in the epoch, so a resumed epoch skips the
+            # samples before ``first`` and augments the rest as the uninterrupted one did.
             yield index, (base + position) & ((1 << 63) - 1)
 
 
@@ -183,7 +187,11 @@ class FolderLoader:
         self.shuffle = shuffle
         self.mean, self.std = mean, std
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.batch_size = batch_size
         self.epoch = 0
+        self.first_sample = 0  # of the iteration in progress (non-zero when resumed)
+        self._batches = 0  # batches the iteration in progress has yielded, resumed ones included
+        self._resume_from: dict[str, int] | None = None
         self.loader = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -191,11 +199,16 @@ class FolderLoader:
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
             drop_last=False,
+            # Each iteration draws its workers' base seed from this generator; without one it
+            # would draw from the global RNG, so a resumed epoch (one more iteration than the
+            # uninterrupted run made) would shift the model's random stream (Poisson noise).
+            generator=make_generator(derive_seed(seed, rank, "folder-workers")),
         )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration replays."""
         self.epoch = int(epoch)
+        self._batches = 0
 
     def indices(self) -> torch.Tensor:
         """Dataset indices this rank visits in the current epoch."""
@@ -205,9 +218,34 @@ class FolderLoader:
         )  # fmt: skip
 
     def __len__(self) -> int:
-        return len(self.loader)
+        """Batches of a whole epoch (also while a resumed one yields only its rest)."""
+        return -(-len(self.indices()) // self.batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the iteration in progress stands, for :meth:`load_state_dict`:
+        ``{"epoch", "batches"}`` (every sample's augmentation follows from its position, so
+        there is no generator state to keep)."""
+        return {"epoch": self.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration continue ``state``'s epoch after its ``batches``."""
+        batches = int(state["batches"])
+        self.set_epoch(int(state["epoch"]))
+        if not 0 <= batches <= len(self):
+            raise ValueError(f"cannot resume at batch {batches}: the epoch has {len(self)}")
+        self._resume_from = {"epoch": self.epoch, "batches": batches}
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        resume, self._resume_from = self._resume_from, None
+        start = 0
+        if resume is not None:
+            if resume["epoch"] != self.epoch:
+                raise ValueError(f"the loaded state is of epoch {resume['epoch']}, but "
+                                 f"set_epoch({self.epoch}) came after it")
+            start = resume["batches"]
+        # Read by the sampler when the DataLoader draws its first index, so it stays set for
+        # the whole iteration.
+        self.first_sample, self._batches = start * self.batch_size, start
         batches = iter(self.loader)
         while True:
             try:
@@ -217,6 +255,7 @@ class FolderLoader:
             except ValueError as error:
                 raise ValueError(_worker_message(error)) from None
             images = images.to(self.device, non_blocking=True).float().div_(255.0)
+            self._batches += 1  # before the yield: the consumer may save state now
             yield normalize(images, self.mean, self.std), labels.to(self.device)
 
 

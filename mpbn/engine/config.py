@@ -205,7 +205,7 @@ class RunConfig:
         checkpoint_every: Also write ``last.pt`` every this many optimizer steps (global
             steps) within an epoch, from which ``--resume`` continues mid-epoch exactly; 0:
             at epoch ends only. Needs a training loader with ``state_dict``/``load_state_dict``
-            (the in-memory datasets' ``DeviceLoader``).
+            (every built-in dataset's: in-memory ``DeviceLoader``, image-folder ``FolderLoader``).
         fold: Fold MPBN into thresholds after training and evaluate the folded model.
         tta_flip: Also evaluate the final model on the test set with horizontal-flip test-time
             augmentation (mean of the logits of the image and its mirror), reported separately

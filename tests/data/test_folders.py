@@ -7,6 +7,8 @@ from PIL import Image
 from mpbn.data import create_loaders
 from mpbn.data.folders import IMAGENET_MEAN, IMAGENET_STD, random_resized_crop_box
 
+from .writers import write_tiny_imagenet
+
 
 def _jpeg(path, color, size=(40, 30)):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,3 +105,45 @@ def test_a_corrupt_image_names_its_file_also_from_a_worker(tmp_path, workers):
     first_line = str(error.value).splitlines()[0]
     assert first_line.startswith(f"{bad}: not a decodable image"), first_line
     assert "DataLoader worker" not in str(error.value)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_folder_epoch_resumed_mid_way_continues_it_exactly(tmp_path, workers):
+    write_tiny_imagenet(tmp_path)  # 15 random-pixel images: 4 batches of 4, the last of 3
+
+    def loader():
+        return create_loaders("tiny-imagenet", tmp_path, batch_size=4, num_workers=workers,
+                              seed=3)[0]
+
+    whole = loader()
+    whole.set_epoch(2)
+    assert whole.state_dict() == {"epoch": 2, "batches": 0}
+    reference = list(whole)
+    assert len(reference) == len(whole) == 4
+    assert whole.state_dict() == {"epoch": 2, "batches": 4}
+
+    first = loader()
+    first.set_epoch(2)
+    for _ in zip(range(2), first, strict=False):
+        pass
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches": 2}
+
+    resumed = loader()  # as after a restart: a new loader, the state from the checkpoint
+    resumed.set_epoch(2)
+    resumed.load_state_dict(state)
+    assert len(resumed) == 4  # the epoch's length, not what is left of it
+    rest = list(resumed)
+    assert len(rest) == 2
+    for (x, y), (x_ref, y_ref) in zip(rest, reference[2:], strict=True):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    assert resumed.state_dict() == {"epoch": 2, "batches": 4}
+    assert [y.tolist() for _, y in resumed] == [y.tolist() for _, y in reference]  # then whole
+
+    with pytest.raises(ValueError, match="cannot resume at batch 5: the epoch has 4"):
+        resumed.load_state_dict({"epoch": 2, "batches": 5})
+    resumed.load_state_dict(state)
+    resumed.set_epoch(3)
+    with pytest.raises(ValueError, match=r"the loaded state is of epoch 2, but set_epoch\(3\)"):
+        next(iter(resumed))
+    assert len(list(resumed)) == 4  # the failed iteration used the state up: epoch 3, whole

@@ -161,3 +161,25 @@ def write_dvs128_gesture(root: Path, train=("user01_fluorescent", "user02_led"),
     for trials, names in (("trials_to_train.txt", train), ("trials_to_test.txt", test)):
         (folder / trials).write_text("".join(f"{n}.aedat\n" for n in names) + "\n")
     return written
+
+
+def write_tiny_imagenet(root: Path, classes: int = 3, per_class: int = 5, seed: int = 0) -> None:
+    """Write Tiny-ImageNet's layout (wnids.txt, train/WNID/images/, val/images/ +
+    val_annotations.txt) with random-pixel 64x64 PNGs, so every crop and flip shows."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    wnids = [f"n{i:08d}" for i in range(classes)]
+    (root / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "wnids.txt").write_text("\n".join(wnids))
+    lines = []
+    for wnid in wnids:
+        folder = root / "train" / wnid / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{wnid}_{i}.png")
+        pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "val" / "images" / f"val_{wnid}.png")
+        lines.append(f"val_{wnid}.png\t{wnid}\t0\t0\t10\t10")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")

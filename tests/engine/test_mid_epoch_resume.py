@@ -262,3 +262,33 @@ def test_two_processes_resume_with_each_ranks_state(tmp_path, every, kill_at):
     for key in ("model", "optimizer"):
         _assert_same(a[key], b[key], key)
     _assert_same(_lines(tmp_path / "reference/seed_0"), _lines(tmp_path / "run/seed_0"))
+
+
+def test_an_image_folder_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
+        tmp_path, tiny_config, monkeypatch):
+    """The image-folder loader (ImageNet, Tiny-ImageNet) continues an epoch mid-way too: a
+    sample's crop and flip follow from its position, which the resumed epoch skips to."""
+    from tests.data.writers import write_tiny_imagenet
+
+    write_tiny_imagenet(tmp_path / "data")  # 15 training images: 4 steps of 4 per epoch
+    cfg = apply_overrides(tiny_config, {
+        "data.name": "tiny-imagenet", "data.root": str(tmp_path / "data"),
+        "data.train_subset": None, "data.test_subset": None, "data.batch_size": 4,
+        "data.eval_batch_size": 4, "data.num_workers": 0, "run.checkpoint_every": 1})
+    reference = run(apply_overrides(cfg, {"run.checkpoint_every": 0}),
+                    RunOptions(out=tmp_path / "reference", quiet=True))
+    _killed_after_checkpoint(monkeypatch, 6)  # step 2 of epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, RunOptions(out=tmp_path / "killed", quiet=True))
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "killed/seed_0/last.pt")["mid_epoch"]["ranks"][0][
+        "loader"] == {"epoch": 2, "batches": 2}
+    summary = run(cfg, RunOptions(out=tmp_path / "killed", quiet=True, resume=True))
+    a = load_checkpoint(tmp_path / "reference/seed_0/last.pt")
+    b = load_checkpoint(tmp_path / "killed/seed_0/last.pt")
+    a["config"]["run"].pop("checkpoint_every")
+    b["config"]["run"].pop("checkpoint_every")
+    _assert_same(a, b, "last.pt")
+    _assert_same(_lines(tmp_path / "reference/seed_0"), _lines(tmp_path / "killed/seed_0"),
+                 "metrics.jsonl")
+    assert summary["final_test_acc"] == reference["final_test_acc"]

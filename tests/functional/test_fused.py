@@ -180,7 +180,7 @@ def test_compiled_matches_eager(reset: str, granularity: str) -> None:
         torch.testing.assert_close(r_c, r_e, rtol=1e-5, atol=1e-6)
 
 
-def test_step_configs_are_interned_and_a_compiled_model_compiles_once() -> None:
+def test_step_configs_are_interned_and_a_compiled_model_compiles_once(monkeypatch) -> None:
     """One StepConfig object per value (guards on identity hold), without a module-level dict
     that makes a whole-model torch.compile guard on its contents and compile twice."""
     import torch._dynamo
@@ -193,6 +193,10 @@ def test_step_configs_are_interned_and_a_compiled_model_compiles_once() -> None:
     assert fused.step_config(x, LIFParams(), norm_args) is fused.step_config(
         x.clone(), LIFParams(), norm_args)
     torch._dynamo.reset()
+    if hasattr(torch._dynamo.utils, "warn_once_cache"):
+        # Dynamo warns each message once per process: an earlier test's trace must not have
+        # used up the warning this test looks for.
+        monkeypatch.setattr(torch._dynamo.utils, "warn_once_cache", set())
     counter = CompileCounter()
     model = create("small_cnn", mpbn="channel", timesteps=2)
     compiled = torch.compile(model, backend=counter)
