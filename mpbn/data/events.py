@@ -242,11 +242,13 @@ def read_nmnist(path: str | Path) -> Events:
 
 
 def events_to_frames(events: Events, timesteps: int, sensor: tuple[int, int]) -> np.ndarray:
-    """Integrate events into ``timesteps`` frames of equal event count.
+    """Integrate events into ``timesteps`` frames by event count, as SpikingJelly's
+    ``split_by="number"`` does (``cal_fixed_frames_number_segment_index``).
 
-    Event ``i`` of ``N`` goes to frame ``floor(i * T / N)``, so frames hold ``N // T`` or
-    ``N // T + 1`` events (SpikingJelly's ``split_by="number"``); each frame counts events per
-    polarity channel (0 = OFF, 1 = ON) and pixel.
+    With ``N`` events and ``T`` frames, frame ``j < T - 1`` holds events
+    ``[j * (N // T), (j + 1) * (N // T))`` and the last frame everything from
+    ``(T - 1) * (N // T)`` on (the remainder too; with ``N < T`` all of them). Each frame
+    counts events per polarity channel (0 = polarity 0, 1 = polarity 1) and pixel.
 
     Args:
         events: Events in time order.
@@ -258,7 +260,8 @@ def events_to_frames(events: Events, timesteps: int, sensor: tuple[int, int]) ->
     """
     height, width = sensor
     count = len(events)
-    frame = (np.arange(count, dtype=np.int64) * timesteps) // max(count, 1)
+    frame = np.minimum(np.arange(count, dtype=np.int64) // max(count // timesteps, 1),
+                       timesteps - 1) if count >= timesteps else np.full(count, timesteps - 1)
     flat = ((frame * 2 + events.polarity) * height + events.y) * width + events.x
     counts = np.bincount(flat, minlength=timesteps * 2 * height * width)
     return counts.reshape(timesteps, 2, height, width).astype(np.float32)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mpbn.data import create_loaders, events_datasets
-from mpbn.data.events import events_to_frames, read_aedat2, read_nmnist, resize_frames
-from mpbn.data.events_datasets import CIFAR10_DVS_CLASSES, split_cifar10_dvs
+from mpbn.data.events import Events, events_to_frames, read_aedat2, read_nmnist, resize_frames
+from mpbn.data.events_datasets import CIFAR10_DVS_CLASSES, read_cifar10_dvs, split_cifar10_dvs
 
 from .writers import write_aedat, write_bs2
 
@@ -88,6 +88,36 @@ def test_frames_split_by_equal_event_count(tmp_path):
     np.testing.assert_array_equal(frames, expected)
 
 
+def _one_pixel_events(count):
+    """``count`` events at pixel (0, 0), polarity 0, event ``i`` at time ``i``."""
+    zeros = np.zeros(count, dtype=np.int64)
+    return Events(x=zeros, y=zeros, polarity=zeros, timestamp=np.arange(count))
+
+
+@pytest.mark.parametrize("count, timesteps, per_frame", [
+    (7, 3, [2, 2, 3]),      # SpikingJelly: N // T per frame, the remainder in the last
+    (11, 4, [2, 2, 2, 5]),  # (an even spread would give 3, 3, 3, 2)
+    (2, 3, [0, 0, 2]),      # fewer events than frames: all in the last
+    (9, 3, [3, 3, 3]),
+])
+def test_frames_split_as_spikingjelly_split_by_number(count, timesteps, per_frame):
+    frames = events_to_frames(_one_pixel_events(count), timesteps, (1, 1))
+    assert frames[:, 0, 0, 0].tolist() == per_frame and frames[:, 1].sum() == 0
+
+
+def test_cifar10_dvs_frames_are_in_spikingjellys_orientation(tmp_path):
+    # Raw AEDAT addresses (x, y, p) -> SpikingJelly's CIFAR10DVS: x' = 127 - y, y' = 127 - x,
+    # p' = 1 - p; the frame is [T, 2, y', x'].
+    write_aedat(tmp_path / "a.aedat", [10, 3, 127], [20, 100, 0], [1, 0, 1], [0, 5, 9])
+    events = read_cifar10_dvs(tmp_path / "a.aedat")
+    assert (events.x.tolist(), events.y.tolist(), events.polarity.tolist()) == (
+        [107, 27, 127], [117, 124, 0], [0, 1, 0])
+    assert events.timestamp.tolist() == [0, 5, 9]
+    frames = events_to_frames(events, 1, (128, 128))
+    assert frames.sum() == 3
+    assert frames[0, 0, 117, 107] == frames[0, 1, 124, 27] == frames[0, 0, 0, 127] == 1
+
+
 def test_resize_is_area_average():
     frames = np.ones((2, 2, 4, 4), dtype=np.float32)
     frames[0, 0, :2, :2] = 5
@@ -132,7 +162,8 @@ def test_cifar10_dvs_loaders_and_cache(tmp_path):
     assert y.tolist() == [0, 0, 1, 1]  # 11 per class: files 9 and 10 are test
     # the cached frames equal the reference pipeline (read -> integrate -> resize)
     source = root / "airplane" / "cifar10_airplane_9.aedat"
-    reference = resize_frames(events_to_frames(read_aedat2(source), 5, (128, 128)), (48, 48))
+    reference = resize_frames(events_to_frames(read_cifar10_dvs(source), 5, (128, 128)),
+                              (48, 48))
     torch.testing.assert_close(x[:, 0], torch.from_numpy(reference), atol=2e-2, rtol=1e-3)
     cache_files = sorted((root / ".mpbn_cache").rglob("*"))
     assert not [p for p in cache_files if p.name.endswith(".tmp")]
@@ -160,7 +191,8 @@ def test_a_source_replaced_by_one_of_the_same_size_is_recomputed(tmp_path):
     os.utime(source, ns=(stamp + 10**9, stamp + 10**9))
     _, test, _ = create_loaders("cifar10-dvs", root, batch_size=2, timesteps=5)
     after, _ = next(iter(test))
-    reference = resize_frames(events_to_frames(read_aedat2(source), 5, (128, 128)), (48, 48))
+    reference = resize_frames(events_to_frames(read_cifar10_dvs(source), 5, (128, 128)),
+                              (48, 48))
     torch.testing.assert_close(after[:, 0], torch.from_numpy(reference), atol=2e-2, rtol=1e-3)
     assert not torch.equal(after[:, 0], before[:, 0])
 
