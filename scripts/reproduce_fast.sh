@@ -14,6 +14,11 @@
 #   a fresh machine (no OUT_DIR/PRESET yet) it restores those records first, so finished seeds
 #   are reused and the next seed starts. Commit DIR before a work period ends: work periods run
 #   on fresh machines, and a seed cut off mid-run starts again from its first epoch.
+#   UNTIL (a time `date -d` reads, e.g. "18:05") starts a run only if it can end before then,
+#   and otherwise stops the loop: a run cut off when the work period ends is lost. A run is
+#   estimated at the longest train_time of its preset's finished seeds plus MARGIN_MIN (default
+#   15: set-up, compiling, the final evaluations and the analyses), or at ESTIMATE_MIN (default
+#   100) before any seed of the preset has finished.
 # Order: seed 0 of every preset first, then seed 1 of every preset, ... (so a partial set is a
 # complete one-seed comparison). Each call first times the reference epoch of this work period
 # (benchmarks/reference_epoch.py) into OUT_DIR/reference_epochs.jsonl: the budget scales with it.
@@ -27,9 +32,22 @@ mkdir -p "$out"
 data=$(realpath "$data"); out=$(realpath "$out")
 [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; KEEP=$(realpath "$KEEP"); }
 cd "$(dirname "$0")/.."
+until_s=""
+if [ -n "${UNTIL:-}" ]; then
+  until_s=$(date -d "$UNTIL" +%s) || { echo "UNTIL=$UNTIL: not a time date -d reads" >&2; exit 2; }
+fi
 reference=${REFERENCE:-"--data-root $data --also cifar10-fast-t1-baseline cifar10-fast-t2-baseline"}
 # shellcheck disable=SC2086
 python3 benchmarks/reference_epoch.py $reference --log "$out/reference_epochs.jsonl"
+estimate_min() {  # estimate_min RUN_DIR: minutes a further seed of it takes, from its finished ones
+  python3 - "$1" "${MARGIN_MIN:-15}" "${ESTIMATE_MIN:-100}" <<'PY'
+import json, math, pathlib, sys
+run, margin, default = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+times = [json.loads(p.read_text()).get("train_time") for p in run.glob("seed_*/result.json")]
+times = [t for t in times if t]
+print(math.ceil(max(times) / 60 + margin) if times else math.ceil(default))
+PY
+}
 done_seeds() {  # finished seeds of a run dir (result.json files)
   ls "$1"/seed_*/result.json 2>/dev/null | wc -l
 }
@@ -65,6 +83,14 @@ for n in $(seq 1 "$seeds"); do
     restore "$preset"
     if [ "$(done_seeds "$dir")" -ge "$n" ]; then
       echo "skip $preset seed $((n - 1)) (done)"; keep "$preset"; continue
+    fi
+    if [ -n "$until_s" ]; then
+      need=$(estimate_min "$dir")
+      if [ $(( $(date +%s) + 60 * need )) -gt "$until_s" ]; then
+        echo "stopping before $preset seed $((n - 1)): it needs about $need min and would end" \
+          "after UNTIL=$UNTIL"
+        exit 0
+      fi
     fi
     if [ -f "$dir/config.json" ]; then
       # shellcheck disable=SC2086

@@ -71,7 +71,7 @@ def test_nmnist_roundtrip_and_errors(tmp_path):
         read_nmnist(tmp_path / "c.bs2")
 
 
-def test_frames_split_by_equal_event_count(tmp_path):
+def test_frames_count_events_per_frame_polarity_and_pixel(tmp_path):
     # 6 events into 3 frames: two per frame, whatever their timestamps.
     x = [0, 1, 2, 3, 0, 0]
     y = [0, 0, 0, 0, 1, 1]

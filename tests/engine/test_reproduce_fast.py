@@ -54,3 +54,34 @@ def test_the_script_runs_and_resumes(fake_cifar10, tmp_path):
     assert "restored cifar10-fast-t1-mpbn-channel's records" in fresh.stdout
     assert fresh.stdout.count("(done)") == 1
     assert len((tmp_path / "kept" / "reference_epochs.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_until_stops_before_a_run_that_would_end_too_late(fake_cifar10, tmp_path):
+    import time
+
+    preset = "cifar10-fast-t1-mpbn-channel"
+    out = tmp_path / "fast"
+    (out / preset / "seed_0").mkdir(parents=True)
+    (out / preset / "seed_0" / "result.json").write_text(json.dumps({"train_time": 30.0}))
+    env = {**os.environ, "SEEDS": "2", "OMP_NUM_THREADS": "1", "PRESETS": preset,
+           "REFERENCE": "--steps 1 --warmup 1 --threads 1", "MARGIN_MIN": "5",
+           "UNTIL": f"@{int(time.time()) + 120}"}
+
+    def call(**extra):
+        return subprocess.run(["bash", str(SCRIPT), str(fake_cifar10), str(out)],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=600)
+
+    # 30 s of train_time + 5 min of margin: about 6 min, more than the 2 left.
+    stopped = call()
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert f"skip {preset} seed 0 (done)" in stopped.stdout
+    assert (f"stopping before {preset} seed 1: it needs about 6 min and would end after "
+            "UNTIL=@") in stopped.stdout
+    assert not (out / preset / "seed_1").exists()
+    # No finished seed to go by: ESTIMATE_MIN.
+    (out / preset / "seed_0" / "result.json").unlink()
+    assert "seed 0: it needs about 7 min" in call(ESTIMATE_MIN="7").stdout
+    assert not (out / preset / "seed_0" / "metrics.jsonl").exists()  # nothing trained
+    bad = call(UNTIL="half past never")
+    assert bad.returncode == 2 and "UNTIL=half past never: not a time date -d reads" in bad.stderr
