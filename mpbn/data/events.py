@@ -260,8 +260,11 @@ def events_to_frames(events: Events, timesteps: int, sensor: tuple[int, int]) ->
     """
     height, width = sensor
     count = len(events)
-    frame = np.minimum(np.arange(count, dtype=np.int64) // max(count // timesteps, 1),
-                       timesteps - 1) if count >= timesteps else np.full(count, timesteps - 1)
+    per_frame = count // timesteps
+    if per_frame == 0:  # fewer events than frames: all in the last, as SpikingJelly's j_r
+        frame = np.full(count, timesteps - 1, dtype=np.int64)
+    else:
+        frame = np.minimum(np.arange(count, dtype=np.int64) // per_frame, timesteps - 1)
     flat = ((frame * 2 + events.polarity) * height + events.y) * width + events.x
     counts = np.bincount(flat, minlength=timesteps * 2 * height * width)
     return counts.reshape(timesteps, 2, height, width).astype(np.float32)

@@ -63,13 +63,13 @@ class EventSample:
 def read_cifar10_dvs(path: str | Path) -> Events:
     """A CIFAR10-DVS recording in the image orientation and polarity order of SpikingJelly's
     ``CIFAR10DVS`` (``load_origin_data``: ``x = 127 - y_raw``, ``y = 127 - x_raw``,
-    ``p = 1 - p_raw``), the frames MPBN, TET and tdBN train on.
+    ``p = 1 - p_raw``), the loader most SNN training code uses for this dataset.
 
     :func:`mpbn.data.events.read_aedat2` keeps the AEDAT addresses as stored, whose axes depend
     on how the sensor was mounted (of the real DVS128 recordings drawn by
     ``scripts/check_event_readers.py``, some stand upright as stored, others only after this
     turn). The frames follow the dataset's reference loader, so the width axis that the
-    training flip mirrors is the one the papers' flip mirrored.
+    training flip mirrors is the one its users' flip mirrors.
     """
     raw = read_aedat2(path)
     side = DVS128_SENSOR[0] - 1
