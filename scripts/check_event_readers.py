@@ -88,12 +88,8 @@ def _draw_orientations(paths: list[Path], path: Path) -> None:
             if column == 0:
                 ax.set_ylabel(label, fontsize=8)
         axes[0, column].set_title(source.stem[:18], fontsize=6)
-    fig.suptitle("DVS128 recordings: the last sixth of each, addresses as stored (top) and in "
-                 "SpikingJelly's CIFAR10-DVS orientation (bottom)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, "DVS128 recordings: the last sixth of each, addresses as stored (top) and "
+          "in SpikingJelly's CIFAR10-DVS orientation (bottom)", 9)
 
 
 def nmnist_frame(events: Events) -> np.ndarray:
@@ -165,8 +161,14 @@ def _draw_class_means(frames: np.ndarray, labels: np.ndarray, path: Path) -> Non
         ax.set_title(f"{digit} (n={len(mine)})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("N-MNIST: mean event count per pixel and class, as mpbn's reader decodes it "
-                 "(row = y, column = x)", fontsize=10)
+    _save(fig, path, "N-MNIST: mean event count per pixel and class, as mpbn's reader decodes "
+          "it (row = y, column = x)", 10)
+
+
+def _save(fig, path: Path, title: str, fontsize: int) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
