@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpbn.data.events import NMNIST_SENSOR, Events, read_aedat2, read_nmnist
+from mpbn.data.events import NMNIST_SENSOR, Events, events_to_frames, read_aedat2, read_nmnist
 from mpbn.data.events_datasets import read_cifar10_dvs
 
 DVS_SENSOR = (128, 128)
@@ -64,11 +64,8 @@ def check_aedat2(folder: Path, out: Path) -> list[dict]:
 
 def _slice_image(events: Events) -> np.ndarray:
     """Event counts of the last sixth of a recording (where most of these scenes are still),
-    square-rooted for contrast: [128, 128], row = y, column = x."""
-    start = len(events) * 5 // 6
-    image = np.zeros(DVS_SENSOR)
-    np.add.at(image, (events.y[start:], events.x[start:]), 1)
-    return np.sqrt(image)
+    both polarities, square-rooted for contrast: [128, 128], row = y, column = x."""
+    return np.sqrt(events_to_frames(events, 6, DVS_SENSOR)[-1].sum(0))
 
 
 def _draw_orientations(paths: list[Path], path: Path) -> None:
@@ -94,9 +91,7 @@ def _draw_orientations(paths: list[Path], path: Path) -> None:
 
 def nmnist_frame(events: Events) -> np.ndarray:
     """Event counts per pixel over the whole sample, both polarities: [34, 34]."""
-    height, width = NMNIST_SENSOR
-    counts = np.bincount(events.y * width + events.x, minlength=height * width)
-    return counts.reshape(height, width).astype(np.float64)
+    return events_to_frames(events, 1, NMNIST_SENSOR)[0].sum(0).astype(np.float64)
 
 
 def check_nmnist(folder: Path, out: Path) -> dict:
@@ -139,7 +134,7 @@ def _probe(frames: np.ndarray, labels: np.ndarray, train: np.ndarray) -> dict:
     """Logistic regression on 2x-downsampled, per-sample normalized count frames."""
     from sklearn.linear_model import LogisticRegression
 
-    pooled = frames[:, :34, :34].reshape(len(frames), 17, 2, 17, 2).sum(axis=(2, 4))
+    pooled = frames.reshape(len(frames), 17, 2, 17, 2).sum(axis=(2, 4))
     features = pooled.reshape(len(frames), -1)
     features = features / features.sum(axis=1, keepdims=True)
     features = (features - features[train].mean(0)) / (features[train].std(0) + 1e-12)
