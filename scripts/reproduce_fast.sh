@@ -42,7 +42,11 @@ python3 benchmarks/reference_epoch.py $reference --log "$out/reference_epochs.js
 estimate_min() {  # estimate_min RUN_DIR: minutes a further seed of it takes, from its finished ones
   python3 - "$1" "${MARGIN_MIN:-15}" "${ESTIMATE_MIN:-100}" <<'PY'
 import json, math, pathlib, sys
-run, margin, default = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+run = pathlib.Path(sys.argv[1])
+try:
+    margin, default = float(sys.argv[2]), float(sys.argv[3])
+except ValueError:
+    sys.exit(f"MARGIN_MIN={sys.argv[2]!r} and ESTIMATE_MIN={sys.argv[3]!r} must be minutes")
 times = [json.loads(p.read_text()).get("train_time") for p in run.glob("seed_*/result.json")]
 times = [t for t in times if t]
 print(math.ceil(max(times) / 60 + margin) if times else math.ceil(default))

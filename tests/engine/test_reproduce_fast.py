@@ -83,5 +83,8 @@ def test_until_stops_before_a_run_that_would_end_too_late(fake_cifar10, tmp_path
     (out / preset / "seed_0" / "result.json").unlink()
     assert "seed 0: it needs about 7 min" in call(ESTIMATE_MIN="7").stdout
     assert not (out / preset / "seed_0" / "metrics.jsonl").exists()  # nothing trained
+    minutes = call(MARGIN_MIN="soon")
+    assert minutes.returncode != 0
+    assert "MARGIN_MIN='soon' and ESTIMATE_MIN='100' must be minutes" in minutes.stderr
     bad = call(UNTIL="half past never")
     assert bad.returncode == 2 and "UNTIL=half past never: not a time date -d reads" in bad.stderr
