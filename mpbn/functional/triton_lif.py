@@ -38,6 +38,7 @@ GPU (none was lent to the sessions that wrote them).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -460,6 +461,23 @@ def _eval_affine(norm: bool, weight, bias, mean_eval, invstd_eval):
     return scale, bias - mean_eval * scale
 
 
+def _on_input_device(launcher):
+    """Run ``launcher`` with the CUDA device of its first (tensor) argument current.
+
+    Triton launches on the *current* CUDA device and its current stream, not on the device the
+    pointers belong to: without this a model on ``cuda:1`` while ``cuda:0`` is current would
+    have its kernels read another GPU's addresses.
+    """
+    @functools.wraps(launcher)
+    def on_device(x: Tensor, *args, **kwargs):
+        if not x.is_cuda:  # CPU tensors under TRITON_INTERPRET=1
+            return launcher(x, *args, **kwargs)
+        with torch.cuda.device(x.device):
+            return launcher(x, *args, **kwargs)
+    return on_device
+
+
+@_on_input_device
 def forward(c_seq: Tensor, v_threshold, reset_amount, weight, bias, mean_eval, invstd_eval, cfg,
             save: bool):
     """Spikes and ``u_pre`` (``None`` unless ``save``) of the LIF / eval MPBN-LIF over time."""
@@ -481,6 +499,7 @@ def forward(c_seq: Tensor, v_threshold, reset_amount, weight, bias, mean_eval, i
     return spikes, (u_pre if save else None)
 
 
+@_on_input_device
 def backward(grad_spikes: Tensor, u_pre_seq: Tensor, v_threshold, reset_amount, weight, bias,
              mean_eval, invstd_eval, cfg):
     """``(dL/dc, dL/dlambda, dL/dbeta)``; the last two per step-shape (eval MPBN) or ``None``."""
@@ -534,6 +553,7 @@ def _train_tiling(batch: int, groups: int, inner: int) -> tuple[int, int, tuple,
     return bg, bi, (n_g, n_i, n_b), b_chunk, n_b * n_i
 
 
+@_on_input_device
 def forward_train(c_seq: Tensor, v_threshold, reset_amount, weight: Tensor, bias: Tensor, cfg,
                   save: bool = True):
     """Training-mode MPBN-LIF forward: ``(spikes, u_pre, means, variances, affine)``.
@@ -576,6 +596,7 @@ def forward_train(c_seq: Tensor, v_threshold, reset_amount, weight: Tensor, bias
     return spikes, u_pre if save else None, stats[0], stats[1], stats[2:]
 
 
+@_on_input_device
 def backward_train(grad_spikes: Tensor, u_pre_seq: Tensor, v_threshold, reset_amount, means: Tensor,
                    invstds: Tensor, affine: Tensor, cfg):
     """``(dL/dc, dL/dlambda, dL/dbeta)`` of the training-mode MPBN-LIF; the last two ``[G]``."""

@@ -441,6 +441,44 @@ def test_kernel_parameter_arrays_fill_floats_as_the_tensors_they_stand_for(
     assert torch.equal(with_affine[1], torch.zeros(num))
 
 
+@pytest.mark.parametrize("launcher", ["forward", "backward", "forward_train", "backward_train"])
+def test_every_kernel_launcher_makes_its_input_device_current(monkeypatch, launcher) -> None:
+    """Triton launches on the current CUDA device, not on the pointers' one: each launcher must
+    enter ``torch.cuda.device`` of its input before launching (here with a stand-in device
+    context, so that it runs without a GPU) and leave CPU tensors alone."""
+    from mpbn.functional import triton_lif
+
+    entered = []
+
+    class Recorder:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(("enter", self.device))
+
+        def __exit__(self, *exc):
+            entered.append(("exit", self.device))
+
+    class OnSecondGpu:  # the attributes the wrapper reads, as a tensor on cuda:1 has them
+        is_cuda = True
+        device = torch.device("cuda", 1)
+
+    def launch(x, *args, **kwargs):
+        entered.append(("launch", args))
+        return "launched"
+
+    monkeypatch.setattr(torch.cuda, "device", Recorder)
+    on_device = triton_lif._on_input_device(launch)
+    assert on_device(OnSecondGpu(), 1, 2) == "launched"
+    assert entered == [("enter", OnSecondGpu.device), ("launch", (1, 2)),
+                       ("exit", OnSecondGpu.device)]
+    entered.clear()
+    assert on_device(torch.zeros(2), 3) == "launched" and entered == [("launch", (3,))]
+    # The public launchers are the wrapped ones.
+    assert getattr(triton_lif, launcher).__code__ is on_device.__code__
+
+
 def test_a_tensor_threshold_of_another_dtype_falls_back_to_the_reference() -> None:
     """bf16 input and a float32 per-channel threshold: the reference fires on the potential
     promoted to float32, so the fused bf16 step would differ; auto must take the reference."""
