@@ -8,6 +8,7 @@ fractions everywhere in the library and in the files it writes (``metrics.jsonl`
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,8 +18,10 @@ from torch import Tensor, nn
 
 from mpbn.engine.distributed import DistInfo, all_reduce_sum
 from mpbn.engine.metrics import SpikeRateMeter
+from mpbn.layers.fold import SpikeMismatch, fold, spike_mismatch
 
-__all__ = ["evaluate", "EVAL_SEED", "autocast", "prepare_input"]
+__all__ = ["evaluate", "EVAL_SEED", "FlipAveraged", "autocast", "float64_spike_mismatch",
+           "fold_and_evaluate", "prepare_input"]
 
 EVAL_SEED = 12345  # Poisson encoding draws from this fixed stream in evaluation: repeatable
 
@@ -94,3 +97,46 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], cfg: An
     model.train(was_training)
     return {"test_loss": loss_total / max(n, 1), "test_acc": correct_total / max(n, 1),
             "spike_rate": spike_total / neuron_steps if neuron_steps else 0.0}
+
+
+class FlipAveraged(nn.Module):
+    """Test-time flip: the mean of the logits of a batch and of its horizontal mirror."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 0.5 * (self.model(x) + self.model(x.flip(-1)))
+
+
+# ------------------------------------------------------------------------------------------
+# the folded model: MPBN and BN folded into thresholds and weights
+
+
+def fold_and_evaluate(model: nn.Module, test_loader: Any, cfg: Any,
+                      dist: DistInfo) -> tuple[nn.Module, dict[str, float], SpikeMismatch]:
+    """Fold MPBN (and foldable BN) away, evaluate the folded copy, compare their spikes.
+
+    The spikes are compared on the first test batch (for the demo set: the whole test set),
+    under the same encoder randomness.
+    """
+    # ``model`` is the plain tree (synchronized norms wrap a converted copy that shares its
+    # tensors: mpbn.layers.sync), so it deep-copies and folds as is.
+    folded = fold(model)
+    metrics = evaluate(folded, test_loader, cfg, dist, measure_spikes=False)
+    x, _ = next(iter(test_loader))
+    mismatch = spike_mismatch(model, folded, prepare_input(x, cfg), seed=EVAL_SEED)
+    return folded, metrics, mismatch
+
+
+def float64_spike_mismatch(model: nn.Module, test_loader: Any, cfg: Any) -> SpikeMismatch:
+    """The fold's spike mismatch recomputed in float64, on the batch :func:`fold_and_evaluate`
+    compares (the first test batch): 0 means the float32 mismatches are rounding at the
+    threshold (a potential within float32 rounding of ``V~`` fires on one side only), not a
+    folding error. Copies the model; ``model`` is left as it is.
+    """
+    reference = copy.deepcopy(model).double()
+    folded = fold(reference)
+    x, _ = next(iter(test_loader))
+    return spike_mismatch(reference, folded, prepare_input(x, cfg).double(), seed=EVAL_SEED)

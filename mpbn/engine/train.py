@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from mpbn.engine import rundir
 from mpbn.engine.checkpoint import (
@@ -26,26 +26,32 @@ from mpbn.engine.checkpoint import (
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
-    unwrapped_name,
 )
 from mpbn.engine.compiling import compile_model
 from mpbn.engine.config import ConfigError, TrainConfig
 from mpbn.engine.deploy import data_info_record
 from mpbn.engine.distributed import (
     DistInfo,
-    all_reduce_max,
     all_reduce_sum,
     cleanup_distributed,
     convert_sync_norms,
     setup_distributed,
 )
+from mpbn.engine.divergence import DivergenceCheck, TrainingDiverged, check_payload_finite
 from mpbn.engine.ema import WeightEMA
-from mpbn.engine.evaluation import EVAL_SEED, autocast, evaluate, prepare_input
+from mpbn.engine.evaluation import (
+    FlipAveraged,
+    autocast,
+    evaluate,
+    float64_spike_mismatch,
+    fold_and_evaluate,
+    prepare_input,
+)
 from mpbn.engine.loading import build_model, load_model, load_state_or_explain
 from mpbn.engine.metrics import MetricsWriter, git_commit
 from mpbn.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from mpbn.engine.rundir import SeedResult
-from mpbn.layers.fold import SpikeMismatch, spike_mismatch
+from mpbn.layers.fold import SpikeMismatch
 
 __all__ = [
     "RunOptions", "SeedResult", "TrainingDiverged", "run", "train_seed", "train_one_epoch",
@@ -54,60 +60,6 @@ __all__ = [
     "check_names", "resumable_mid_epoch",
     "load_model_from_checkpoint",
 ]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, or a parameter, buffer or gradient, became NaN or infinite; the message names
-    epoch, step and (for the state) the first non-finite tensor."""
-
-
-def _state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
-    """The floating-point parameters and buffers (running statistics included) of ``model``."""
-    named = [*model.named_parameters(), *model.named_buffers()]
-    return [(unwrapped_name(n), t) for n, t in named if t.is_floating_point() or t.is_complex()]
-
-
-def _with_gradients(state: list[tuple[str, Tensor]], model: nn.Module
-                    ) -> list[tuple[str, Tensor]]:
-    """``state`` and the gradients present now (``zero_grad(set_to_none=True)`` makes new
-    ones every step, so they are looked up at each check; no host sync)."""
-    grads = [(f"grad of {unwrapped_name(n)}", p.grad) for n, p in model.named_parameters()
-             if p.grad is not None]
-    return [*state, *grads]
-
-
-def _all_finite(tensors: list[tuple[str, Tensor]], device: torch.device) -> Tensor:
-    """One device bool: every tensor finite (no host sync)."""
-    if not tensors:
-        return torch.ones((), device=device, dtype=torch.bool)
-    with torch.no_grad():
-        return torch.stack([t.detach().isfinite().all().to(device) for _, t in tensors]).all()
-
-
-def _mark_nonfinite(state_bad: Tensor, tensors: list[tuple[str, Tensor]],
-                    device: torch.device, global_step: int) -> Tensor:
-    """``state_bad``, or ``global_step`` where it is still -1 and a tensor is not finite
-    (one fused reduction, on the device)."""
-    fresh = ~_all_finite(tensors, device) & (state_bad < 0)
-    return torch.where(fresh, torch.full_like(state_bad, global_step), state_bad)
-
-
-def _first_nonfinite(tensors: Any) -> str | None:
-    """The name of the first non-finite tensor in ``(name, tensor)`` pairs (host syncs)."""
-    with torch.no_grad():
-        for name, t in tensors:
-            if (isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex())
-                    and not bool(t.detach().isfinite().all())):
-                return name
-    return None
-
-
-def _payload_tensors(payload: dict[str, Any]) -> list[tuple[str, Tensor]]:
-    """The model's and the optimizer's tensors of a checkpoint payload, named."""
-    pairs = list(payload["model"].items())
-    for index, state in payload["optimizer"].get("state", {}).items():
-        pairs += [(f"optimizer.state[{index}].{key}", value) for key, value in state.items()]
-    return pairs
 
 
 @dataclass
@@ -320,55 +272,26 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         rundir.set_aside_previous(cfg, seed_dir.parent, dist)
         if primary:
             seed_dir.mkdir(parents=True, exist_ok=True)
-    start_epoch, global_step, best_acc, test_acc = 0, 0, -1.0, 0.0
-    train_time = 0.0  # seconds over every invocation (stored in the checkpoint)
     last_path, best_path = seed_dir / "last.pt", seed_dir / "best.pt"
     writer = MetricsWriter(seed_dir, enabled=primary)
-    # Where a mid-epoch last.pt stopped (this rank's part of it), for the first epoch.
-    position: dict[str, Any] | None = None
-
+    so_far = _Progress()
     if options.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, map_location=dist.device)
-        rundir.check_resumable(ckpt["config"], cfg, last_path)
-        # With an EMA, "model" is the average and "train_model" the weights that train.
-        load_state_or_explain(model, ckpt.get("train_model", ckpt["model"]), last_path)
-        if ema is not None:
-            if "ema_steps" not in ckpt:
-                raise ConfigError(f"cannot resume {last_path} with optim.ema_decay: it holds "
-                                  "no weight average (it was written without one)")
-            ema.load(ckpt)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, global_step = ckpt["epoch"], ckpt["global_step"]
-        # Checkpoints written before train_time was stored count from this invocation.
-        train_time = float(ckpt.get("train_time", 0.0))
-        best_acc, test_acc = ckpt["best_acc"], ckpt["test_acc"]
-        restore_rng_state(ckpt["rng"])
-        if dist.enabled:
-            _restore_rank_rng(ckpt, seed, dist)
-        if ckpt.get("mid_epoch") is not None:
-            position = _mid_epoch_position(ckpt, train_loader, dist, last_path)
-            restore_rng_state(position["rng"])  # this rank's (encoder noise differs by rank)
-            train_time -= position["epoch_time"]  # counted again at the epoch's end
-        writer.truncate_after(start_epoch)
-        log(f"seed {seed}: resumed from {last_path} after epoch {start_epoch}" if position is None
+        so_far = _resume_from(last_path, cfg, seed, dist, model, ema, optimizer, scheduler,
+                              scaler, train_loader)
+        writer.truncate_after(so_far.epoch)
+        position = so_far.position
+        log(f"seed {seed}: resumed from {last_path} after epoch {so_far.epoch}"
+            if position is None
             else f"seed {seed}: resumed from {last_path} in epoch {position['epoch']}, after "
                  f"step {position['steps']} of {len(train_loader)}")
     elif options.resume:
         # Killed before the first last.pt: a metrics line (or half of one) of epoch 1 may
         # be there already; epoch 1 is trained again and writes it again.
         writer.truncate_after(0)
+    start_epoch, global_step, train_time = so_far.epoch, so_far.global_step, so_far.train_time
+    best_acc, test_acc, position = so_far.best_acc, so_far.test_acc, so_far.position
 
-    model_for_step: nn.Module = model
-    if dist.enabled:
-        # The synchronized tree shares the parameters and buffers of ``model``, which stays
-        # plain for checkpoints, evaluation and folding.
-        synced = convert_sync_norms(model) if cfg.run.sync_norm else model
-        device_ids = [dist.device.index] if dist.device.type == "cuda" else None
-        model_for_step = nn.parallel.DistributedDataParallel(synced, device_ids=device_ids)
-    if cfg.run.compile:
-        model_for_step = compile_model(model_for_step, dist.device)
+    model_for_step = _model_for_step(model, cfg, dist)
 
     def after_step(global_step: int) -> None:
         if ema is not None:
@@ -396,7 +319,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         payload["mid_epoch"] = {"epoch": epoch, "steps": progress["steps"],
                                 "steps_per_epoch": len(train_loader), "lr": lr,
                                 "epoch_time": epoch_time, "ranks": _gather(mine, dist)}
-        _check_payload_finite(payload, epoch, progress["global_step"], dist)
+        check_payload_finite(payload, epoch, progress["global_step"], dist)
         if primary:
             save_checkpoint(last_path, payload)
 
@@ -444,7 +367,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             if dist.enabled:  # "rng" is rank 0's; encoder noise and augmentation differ
                 payload["rank_rng"] = _gather(capture_rng_state(), dist)
             # Every rank checks (and stops together): no non-finite state is ever written.
-            _check_payload_finite(payload, epoch, global_step, dist)
+            check_payload_finite(payload, epoch, global_step, dist)
             if primary:
                 # best.pt first: a kill between the two writes leaves last.pt at the previous
                 # epoch, so --resume replays this epoch (bit-identically) and writes both
@@ -456,13 +379,87 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
     finally:
         writer.close()
 
+    result = _final_result(cfg, seed, dist, eval_model, test_loader, info, log,
+                           holdout=holdout, last_acc=test_acc, best_acc=best_acc,
+                           train_time=train_time)
+    if primary:
+        rundir.write_result(seed_dir, result)
+    return result
+
+
+@dataclass
+class _Progress:
+    """How far a seed has come: what ``last.pt`` records and a resumed seed continues from."""
+
+    epoch: int = 0  # epochs finished
+    global_step: int = 0
+    train_time: float = 0.0  # seconds over every invocation (stored in the checkpoint)
+    best_acc: float = -1.0  # on the split each epoch is measured on
+    test_acc: float = 0.0  # that of the last finished epoch
+    position: dict[str, Any] | None = None  # where a mid-epoch last.pt stopped (this rank's)
+
+
+def _resume_from(last_path: Path, cfg: TrainConfig, seed: int, dist: DistInfo, model: nn.Module,
+                 ema: WeightEMA | None, optimizer: Any, scheduler: Any, scaler: Any,
+                 train_loader: Any) -> _Progress:
+    """Load ``last_path`` into the model, weight average, optimizer, schedule, scaler and RNG
+    (one-line errors where it does not fit this run); how far it had come."""
+    ckpt = load_checkpoint(last_path, map_location=dist.device)
+    rundir.check_resumable(ckpt["config"], cfg, last_path)
+    # With an EMA, "model" is the average and "train_model" the weights that train.
+    load_state_or_explain(model, ckpt.get("train_model", ckpt["model"]), last_path)
+    if ema is not None:
+        if "ema_steps" not in ckpt:
+            raise ConfigError(f"cannot resume {last_path} with optim.ema_decay: it holds "
+                              "no weight average (it was written without one)")
+        ema.load(ckpt)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    # Checkpoints written before train_time was stored count from this invocation.
+    progress = _Progress(epoch=ckpt["epoch"], global_step=ckpt["global_step"],
+                         train_time=float(ckpt.get("train_time", 0.0)),
+                         best_acc=ckpt["best_acc"], test_acc=ckpt["test_acc"])
+    restore_rng_state(ckpt["rng"])
+    if dist.enabled:
+        _restore_rank_rng(ckpt, seed, dist)
+    if ckpt.get("mid_epoch") is not None:
+        progress.position = _mid_epoch_position(ckpt, train_loader, dist, last_path)
+        restore_rng_state(progress.position["rng"])  # this rank's (encoder noise differs)
+        progress.train_time -= progress.position["epoch_time"]  # counted again at epoch end
+    return progress
+
+
+def _model_for_step(model: nn.Module, cfg: TrainConfig, dist: DistInfo) -> nn.Module:
+    """What the training step calls: ``model`` in DDP across processes (with synchronized
+    norms if asked), compiled if asked. ``model`` itself stays plain for checkpoints,
+    evaluation and folding: the synchronized tree shares its parameters and buffers."""
+    model_for_step = model
+    if dist.enabled:
+        synced = convert_sync_norms(model) if cfg.run.sync_norm else model
+        device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+        model_for_step = nn.parallel.DistributedDataParallel(synced, device_ids=device_ids)
+    if cfg.run.compile:
+        model_for_step = compile_model(model_for_step, dist.device)
+    return model_for_step
+
+
+def _final_result(cfg: TrainConfig, seed: int, dist: DistInfo, eval_model: nn.Module,
+                  test_loader: Any, info: Any, log: Callable[..., None], *, holdout: bool,
+                  last_acc: float, best_acc: float, train_time: float) -> SeedResult:
+    """After the last epoch: the test set (once, when the epochs were measured on a held-out
+    split), flip test-time augmentation and the folded model, as asked; the seed's result.
+
+    ``last_acc``/``best_acc``: the last and best epoch's accuracy on the split the epochs were
+    measured on.
+    """
     final_val_acc = best_val_acc = None
-    final_test_acc, best_test_acc = test_acc, best_acc
+    final_test_acc, best_test_acc = last_acc, best_acc
     if holdout:
         # The one look at the test set: the final model, after the last epoch.
         log(f"seed {seed}: evaluating the final model on the test set "
             f"({info.num_test} samples)")
-        final_val_acc, best_val_acc = test_acc, best_acc
+        final_val_acc, best_val_acc = last_acc, best_acc
         final_test_acc = evaluate(eval_model, test_loader, cfg, dist)["test_acc"]
         best_test_acc = None
     flip_acc: float | None = None
@@ -476,16 +473,14 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             "folded model on the test set")
         _, folded_metrics, mismatch = fold_and_evaluate(eval_model, test_loader, cfg, dist)
         folded_acc = folded_metrics["test_acc"]
-    result = SeedResult(seed=seed, final_test_acc=final_test_acc, best_test_acc=best_test_acc,
-                        folded_test_acc=folded_acc,
-                        spike_mismatch=None if mismatch is None else mismatch.total_mismatches,
-                        spike_mismatch_rate=None if mismatch is None else mismatch.rate,
-                        train_time=train_time, epochs=epochs, final_val_acc=final_val_acc,
-                        best_val_acc=best_val_acc, test_acc_flip=flip_acc, commit=git_commit(),
-                        runtime=rundir.runtime_record(cfg, dist))
-    if primary:
-        rundir.write_result(seed_dir, result)
-    return result
+    return SeedResult(seed=seed, final_test_acc=final_test_acc, best_test_acc=best_test_acc,
+                      folded_test_acc=folded_acc,
+                      spike_mismatch=None if mismatch is None else mismatch.total_mismatches,
+                      spike_mismatch_rate=None if mismatch is None else mismatch.rate,
+                      train_time=train_time, epochs=cfg.optim.epochs,
+                      final_val_acc=final_val_acc, best_val_acc=best_val_acc,
+                      test_acc_flip=flip_acc, commit=git_commit(),
+                      runtime=rundir.runtime_record(cfg, dist))
 
 
 def resumable_mid_epoch(loader: Any) -> bool:
@@ -567,17 +562,6 @@ def _split_metrics(metrics: dict[str, float], split_key: str) -> dict[str, float
     """``evaluate``'s ``test_loss``/``test_acc`` renamed for the split they were measured on."""
     return {(f"{split_key}_{key[5:]}" if key.startswith("test_") else key): value
             for key, value in metrics.items()}
-
-
-class FlipAveraged(nn.Module):
-    """Test-time flip: the mean of the logits of a batch and of its horizontal mirror."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return 0.5 * (self.model(x) + self.model(x.flip(-1)))
 
 
 def build_loaders(cfg: TrainConfig, seed: int, dist: DistInfo) -> tuple[Any, Any, Any]:
@@ -669,12 +653,9 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         correct = resume["correct"].to(device, torch.long).clone()
         seen, steps_done = int(resume["seen"]), int(resume["steps"])
         elapsed_before = float(resume["epoch_time"])
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    # The step at which a parameter, buffer or gradient was first seen non-finite; checked
-    # with one fused reduction at every host read (every ``log_interval`` steps, before a
-    # mid-epoch checkpoint and at the epoch's end).
-    state_bad = torch.full((), -1, device=device, dtype=torch.long)
-    state = _state_tensors(model)
+    # Loss, parameters, buffers and gradients checked finite at every host read (every
+    # ``log_interval`` steps, before a mid-epoch checkpoint and at the epoch's end).
+    divergence = DivergenceCheck(model, device)
     start = last_line = time.perf_counter()
     start -= elapsed_before  # images/s over the whole epoch, without the time it was stopped
     bar = _progress(len(loader), f"epoch {epoch}/{cfg.optim.epochs}", show_progress)
@@ -697,16 +678,12 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             after_step(global_step)
 
         # Bookkeeping without a host sync.
-        bad = ~torch.isfinite(loss.detach())
-        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, global_step),
-                                first_bad)
+        divergence.record_loss(loss, global_step)
         loss_sum += loss.detach().double() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()
         seen += y.shape[0]
         if step_in_epoch % cfg.run.log_interval == 0 or step_in_epoch == len(loader):
-            checked = _with_gradients(state, model)
-            state_bad = _mark_nonfinite(state_bad, checked, device, global_step)
-            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, checked)
+            divergence.check(epoch, global_step, global_step - step_in_epoch)
             elapsed = time.perf_counter() - start
             loss_now, acc_now = loss_sum.item() / seen, 100 * correct.item() / seen
             img_s = seen * dist.world_size / max(elapsed, 1e-9)
@@ -719,17 +696,13 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         if (checkpoint_every and on_checkpoint is not None
                 and global_step % checkpoint_every == 0 and step_in_epoch < len(loader)):
             # No checkpoint after a bad step: the check of a log interval first.
-            checked = _with_gradients(state, model)
-            state_bad = _mark_nonfinite(state_bad, checked, device, global_step)
-            _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, checked)
+            divergence.check(epoch, global_step, global_step - step_in_epoch)
             on_checkpoint({"steps": step_in_epoch, "global_step": global_step,
                            "loss_sum": loss_sum.detach().cpu().clone(),
                            "correct": correct.detach().cpu().clone(), "seen": seen,
                            "loader": loader.state_dict()})
     bar.close()
-    checked = _with_gradients(state, model)
-    state_bad = _mark_nonfinite(state_bad, checked, device, global_step)
-    _raise_if_diverged(first_bad, epoch, global_step - step_in_epoch, state_bad, checked)
+    divergence.check(epoch, global_step, global_step - step_in_epoch)
     totals = torch.stack([loss_sum, correct.double(),
                           torch.tensor(float(seen), device=device, dtype=torch.float64)])
     all_reduce_sum(totals)
@@ -737,83 +710,6 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     elapsed = time.perf_counter() - start
     return {"train_loss": loss_total / max(count, 1), "train_acc": correct_total / max(count, 1),
             "images_per_s": count / max(elapsed, 1e-9), "global_step": global_step}
-
-
-def _raise_if_diverged(first_bad: Tensor, epoch: int, epoch_start_step: int,
-                       state_bad: Tensor | None = None,
-                       state: list[tuple[str, Tensor]] = ()) -> None:
-    # Any rank's NaN stops every rank (the gradients are averaged anyway). The maximum keeps
-    # a real step number when several ranks diverge (a sum would not), -1 when none did.
-    # Loss and state flags travel in one reduction: one host read, as before.
-    flags = torch.stack([first_bad, first_bad if state_bad is None else state_bad])
-    step, state_step = (int(v) for v in all_reduce_max(flags.clone()).tolist())
-    if step > 0:
-        raise TrainingDiverged(
-            f"loss became NaN/inf at epoch {epoch}, step {step - epoch_start_step} "
-            f"(global step {step}); stopped, the last good checkpoint was kept "
-            "(try a lower lr or --set optim.grad_clip=1.0)"
-        )
-    if state_step > 0:
-        name = _first_nonfinite(state) or "(on another process)"
-        raise TrainingDiverged(
-            f"model state became NaN/inf at epoch {epoch}, step {state_step - epoch_start_step} "
-            f"(global step {state_step}; checked every log_interval steps): first non-finite "
-            f"tensor {name}; stopped, the last good checkpoint was kept "
-            "(try a lower lr or --set optim.grad_clip=1.0)"
-        )
-
-
-def _check_payload_finite(payload: dict[str, Any], epoch: int, global_step: int,
-                          dist: DistInfo) -> None:
-    """Refuse to write a checkpoint whose model or optimizer state is not finite."""
-    pairs = _payload_tensors(payload)
-    bad = ~_all_finite(pairs, dist.device)
-    if int(all_reduce_max(bad.long().reshape(1))[0]) > 0:
-        name = _first_nonfinite(pairs) or "(on another process)"
-        raise TrainingDiverged(
-            f"model state became NaN/inf at epoch {epoch}, step {global_step} (global step, "
-            f"checked before writing the checkpoint): first non-finite tensor {name}; "
-            "stopped, the last good checkpoint was kept "
-            "(try a lower lr or --set optim.grad_clip=1.0)"
-        )
-
-
-# ------------------------------------------------------------------------------------------
-# after the last epoch: fold MPBN into thresholds
-
-
-def fold_and_evaluate(model: nn.Module, test_loader: Any, cfg: TrainConfig,
-                      dist: DistInfo) -> tuple[nn.Module, dict[str, float], SpikeMismatch]:
-    """Fold MPBN (and foldable BN) away, evaluate the folded copy, compare their spikes.
-
-    The spikes are compared on the first test batch (for the demo set: the whole test set),
-    under the same encoder randomness.
-    """
-    from mpbn.layers.fold import fold
-
-    # ``model`` is the plain tree (synchronized norms wrap a converted copy that shares its
-    # tensors: mpbn.layers.sync), so it deep-copies and folds as is.
-    folded = fold(model)
-    metrics = evaluate(folded, test_loader, cfg, dist, measure_spikes=False)
-    x, _ = next(iter(test_loader))
-    mismatch = spike_mismatch(model, folded, prepare_input(x, cfg), seed=EVAL_SEED)
-    return folded, metrics, mismatch
-
-
-def float64_spike_mismatch(model: nn.Module, test_loader: Any, cfg: TrainConfig) -> SpikeMismatch:
-    """The fold's spike mismatch recomputed in float64, on the batch :func:`fold_and_evaluate`
-    compares (the first test batch): 0 means the float32 mismatches are rounding at the
-    threshold (a potential within float32 rounding of ``V~`` fires on one side only), not a
-    folding error. Copies the model; ``model`` is left as it is.
-    """
-    import copy
-
-    from mpbn.layers.fold import fold
-
-    reference = copy.deepcopy(model).double()
-    folded = fold(reference)
-    x, _ = next(iter(test_loader))
-    return spike_mismatch(reference, folded, prepare_input(x, cfg).double(), seed=EVAL_SEED)
 
 
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
