@@ -143,3 +143,43 @@ def test_mpbn_under_bf16_autocast_runs_the_membrane_in_float32(backend, granular
     assert torch.equal(out.float(), reference(x.detach().float()))
     out.float().sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_at_one_step_mpbn_after_bn_cancels_bns_scale_and_shift(granularity):
+    """MPBN (Eq. 6-7) at T = 1 behind a BN (Eq. 4-5): the membrane is ``u_1 = BN(z)`` (u_0 = 0),
+    whose mean over the batch is BN's shift and whose spread is BN's scale, so MPBN's own
+    normalization removes both: BN's scale and shift get no gradient. Channel-wise, BN has
+    already normalized each channel, so conv-BN-MPBN-LIF is conv-BN-LIF with BN's (gamma,
+    beta) replaced by MPBN's (lambda, beta): why the T = 1 channel-wise ablation of a plain
+    conv-BN-LIF network equals its baseline (docs/RESULTS.md, "Full CIFAR-10")."""
+    torch.manual_seed(0)
+    B, C, H, W = 64, 3, 4, 4
+    z = torch.randn(1, B, C, H, W, dtype=torch.float64) * 2 + 0.5  # a conv's output, T = 1
+    kw = dict(num_features=C) if granularity == "channel" else dict(feature_shape=(C, H, W))
+    bn = mpbn.layers.SeqBatchNorm(C, eps=1e-12).double()
+    lif = mpbn.LIF(membrane_norm=granularity, **kw).double()
+    lif.membrane_norm.eps = 1e-12  # so that eps does not blur the equalities below
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+        lif.membrane_norm.weight.uniform_(0.5, 2.0)
+        lif.membrane_norm.bias.uniform_(-0.5, 0.5)
+    spikes = lif(bn(z))
+    lam, beta = lif.membrane_norm.weight, lif.membrane_norm.bias
+    g_bn_w, g_bn_b, g_lam, g_beta = torch.autograd.grad(spikes.sum(),
+                                                        [bn.weight, bn.bias, lam, beta])
+    assert g_lam.abs().sum() > 1 and g_beta.abs().sum() > 1
+    assert_close(g_bn_w, torch.zeros_like(g_bn_w), rtol=0, atol=1e-6)
+    assert_close(g_bn_b, torch.zeros_like(g_bn_b), rtol=0, atol=1e-6)
+    if granularity != "channel":
+        return
+    plain_bn = mpbn.layers.SeqBatchNorm(C, eps=1e-12).double()
+    with torch.no_grad():
+        plain_bn.weight.copy_(lam)
+        plain_bn.bias.copy_(beta)
+    plain = mpbn.LIF().double()(plain_bn(z))
+    assert torch.equal(spikes, plain)
+    g_w, g_b = torch.autograd.grad(plain.sum(), [plain_bn.weight, plain_bn.bias])
+    assert_close(g_w, g_lam)
+    assert_close(g_b, g_beta)
