@@ -168,6 +168,11 @@ class OptimConfig:
         ema_decay: Keep an exponential moving average of the weights and norm statistics,
             ``W_ema <- d * W_ema + (1 - d) * W`` after every step, in [0, 1); the average is
             what is evaluated, kept and folded (mpbn.engine.ema). 0: off.
+        membrane_norm_lr: Multiplier of the learning rate for MPBN's scales and shifts
+            (lambda, beta of Eq. 7), > 0. 1: the same lr as every other parameter (the
+            papers). Element-wise MPBN's per-neuron pairs each get the gradient of one
+            position, a channel's pair that of all ``H * W``, so they move far less at the
+            same lr (docs/RESULTS.md).
     """
 
     name: str = "sgd"
@@ -184,6 +189,7 @@ class OptimConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     ema_decay: float = 0.0
+    membrane_norm_lr: float = 1.0
 
 
 @dataclass
@@ -281,6 +287,9 @@ class TrainConfig:
              o.grad_clip),
             (0 <= o.ema_decay < 1, "optim.ema_decay must be in [0, 1) (0: no weight average)",
              o.ema_decay),
+            (math.isfinite(o.membrane_norm_lr) and o.membrane_norm_lr > 0,
+             "optim.membrane_norm_lr must be a positive number (1: MPBN's scale and shift at the "
+             "run's lr)", o.membrane_norm_lr),
             (all(0 < v < 1 for v in o.milestones),
              "optim.milestones are fractions of the run in (0, 1)", o.milestones),
             (r.seed >= 0, "run.seed must be >= 0", r.seed),

@@ -12,7 +12,8 @@ from mpbn.engine.config import ConfigError, TrainConfig
 from mpbn.layers.neuron import MembraneBN
 from mpbn.layers.norm import SeqNorm
 
-__all__ = ["NORM_LAYERS", "param_groups", "build_optimizer", "lr_factor", "build_scheduler"]
+__all__ = ["NORM_LAYERS", "param_groups", "with_membrane_norm_lr", "build_optimizer", "lr_factor",
+           "build_scheduler"]
 
 #: Layers whose own parameters (scales, biases, TEBN's per-step scales) get no weight decay
 #: under ``optim.decay_params="weights"``, whatever their shape.
@@ -66,10 +67,30 @@ def param_groups(model: nn.Module, weight_decay: float, decay_params: str) -> li
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def with_membrane_norm_lr(groups: list[dict], model: nn.Module, lr: float, scale: float
+                          ) -> list[dict]:
+    """``groups`` with MPBN's scales and shifts moved to groups of their own at ``lr * scale``
+    (keeping their weight decay); ``groups`` unchanged where ``scale`` is 1, so that the
+    optimizer state of a run without it still loads."""
+    if scale == 1.0:
+        return groups
+    membrane = {id(p) for m in model.modules() if isinstance(m, MembraneBN)
+                for p in m.parameters(recurse=False)}
+    out: list[dict] = []
+    for group in groups:
+        rest = [p for p in group["params"] if id(p) not in membrane]
+        moved = [p for p in group["params"] if id(p) in membrane]
+        out += [{**group, "params": rest}] if rest else []
+        out += [{**group, "params": moved, "lr": lr * scale}] if moved else []
+    return out
+
+
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """``cfg.optim.name`` over :func:`param_groups` of ``model`` (the bare model, unwrapped)."""
+    """``cfg.optim.name`` over :func:`param_groups` of ``model`` (the bare model, unwrapped),
+    MPBN's parameters at ``optim.membrane_norm_lr`` times the lr."""
     o = cfg.optim
-    groups = param_groups(model, o.weight_decay, o.decay_params)
+    groups = with_membrane_norm_lr(param_groups(model, o.weight_decay, o.decay_params), model,
+                                   o.lr, o.membrane_norm_lr)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
     if o.name == "adam":

@@ -8,7 +8,7 @@ from tiny_models import tiny_model
 from torch import nn
 
 from mpbn.engine.config import ConfigError, TrainConfig, apply_overrides
-from mpbn.engine.optim import build_optimizer, lr_factor, param_groups
+from mpbn.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from mpbn.layers import LIF, MembraneBN
 from mpbn.layers.norm import NORMS, BatchNormThroughTime
 from mpbn.models import list_models
@@ -119,3 +119,30 @@ def test_schedules():
                                                milestones=[0.5, 0.7, 0.9]))
     factors = [lr_factor(step, e * 10, 10) for e in range(10)]
     assert factors == pytest.approx([1] * 5 + [0.1] * 2 + [0.01] * 2 + [0.001])
+
+
+def test_membrane_norm_lr_scales_mpbns_step_and_follows_the_schedule():
+    """``optim.membrane_norm_lr=k``: MPBN's lambda and beta take k times the step of the other
+    parameters for the same gradient, at every point of the schedule; k = 1 keeps the two
+    groups of a run without it (its optimizer state still loads)."""
+    membrane = MembraneBN("element", feature_shape=(2, 3, 3))
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), membrane)
+    plain = build_optimizer(apply_overrides(TrainConfig(), dict(lr=0.5)), model)
+    assert len(plain.param_groups) == 2
+    cfg = apply_overrides(TrainConfig(), dict(lr=0.5, momentum=0.0, weight_decay=0.0, epochs=2,
+                                              schedule="linear", **{"membrane_norm_lr": 4.0}))
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=2)
+    assert len(optimizer.param_groups) == 3 and len(list(model.parameters())) == 4
+    for _ in range(2):  # at the schedule's start, then after one scheduler step
+        before = [p.detach().clone() for p in model.parameters()]
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        for (name, p), old in zip(model.named_parameters(), before, strict=True):
+            step = 4.0 * lr if name.startswith("1.") else lr
+            torch.testing.assert_close(old - p.detach(), torch.full_like(p, step))
+    with pytest.raises(ConfigError, match="optim.membrane_norm_lr must be a positive number"):
+        apply_overrides(TrainConfig(), {"membrane_norm_lr": 0.0})
