@@ -183,3 +183,17 @@ def test_at_one_step_mpbn_after_bn_cancels_bns_scale_and_shift(granularity):
     g_w, g_b = torch.autograd.grad(plain.sum(), [plain_bn.weight, plain_bn.bias])
     assert_close(g_w, g_lam)
     assert_close(g_b, g_beta)
+
+
+def test_at_two_steps_bns_scale_and_shift_matter_again():
+    """The counterpart of the test above: from the second step on, the membrane carries the
+    decayed first step besides BN's output, so MPBN no longer cancels BN's scale and shift."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 64, 3, 4, 4, dtype=torch.float64) * 2 + 0.5
+    bn = mpbn.layers.SeqBatchNorm(3, eps=1e-12).double()
+    lif = mpbn.LIF(membrane_norm="channel", num_features=3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+    g_bn_w, g_bn_b = torch.autograd.grad(lif(bn(z)).sum(), [bn.weight, bn.bias])
+    assert g_bn_w.abs().min() > 1e-3 and g_bn_b.abs().min() > 1e-3
