@@ -10,8 +10,9 @@ of them alike), the training step of:
 - with ``--speedups``, each SNN of the first backend again with a CPU/GPU speed-up applied
   (``neuron-compile``: the fused neuron through ``torch.compile``, what ``MPBN_COMPILE=1``
   does; ``model-compile``: ``torch.compile`` of the whole model, what ``run.compile`` does;
-  ``channels-last``: weights and input in channels-last, what ``run.channels_last`` does),
-  with the ratio to the same SNN without it.
+  ``channels-last``: weights and input in channels-last, what ``run.channels_last`` does;
+  ``bf16``: bf16 autocast, what ``run.amp`` does; ``model-compile+bf16``: both), with the
+  ratio to the same SNN without it.
 
 and prints medians and ratios. A ratio is the median over rounds of the per-round ratio (the
 two steps ran back to back, under the same load), so it is steadier than the ratio of medians.
@@ -27,6 +28,8 @@ Usage::
     python benchmarks/bench_train_step.py --amp                             # bf16 autocast
     python benchmarks/bench_train_step.py --model fastnet --timesteps 1 --batch 256 --no-ann \
         --backends fused --mpbn none channel --speedups neuron-compile model-compile channels-last
+    python benchmarks/bench_train_step.py --model fastnet --timesteps 1 --batch 256 --no-ann \
+        --backends fused --mpbn none --speedups bf16 model-compile model-compile+bf16
 
 The allocator is the process's: run it again under ``GLIBC_TUNABLES=...`` (docs/TRAINING.md,
 "Performance") to compare allocators; the header names the one that ran.
@@ -107,8 +110,8 @@ def make_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, amp:
     return step
 
 
-#: ``--speedups`` choices (module docstring).
-SPEEDUPS = ("neuron-compile", "model-compile", "channels-last")
+#: ``--speedups`` choices (module docstring); ``a+b`` applies both.
+SPEEDUPS = ("neuron-compile", "model-compile", "channels-last", "bf16", "model-compile+bf16")
 
 
 def with_neuron_compile(step: Callable[[], object]) -> Callable[[], object]:
@@ -127,13 +130,14 @@ def with_neuron_compile(step: Callable[[], object]) -> Callable[[], object]:
 def sped_up_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, amp: bool,
                  speedup: str) -> Callable[[], object]:
     """The training step of ``model`` with one of :data:`SPEEDUPS` applied."""
-    if speedup == "channels-last" and images.dim() == 4:
+    parts = speedup.split("+")
+    if "channels-last" in parts and images.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    if speedup == "model-compile":  # as `mpbn train` compiles (run.compile)
+    if "model-compile" in parts:  # as `mpbn train` compiles (run.compile)
         model = compile_model(model, images.device)
-    step = make_step(model, images, labels, amp)
-    return with_neuron_compile(step) if speedup == "neuron-compile" else step
+    step = make_step(model, images, labels, amp or "bf16" in parts)
+    return with_neuron_compile(step) if "neuron-compile" in parts else step
 
 
 def build_variants(args: argparse.Namespace, device: torch.device

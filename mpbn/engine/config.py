@@ -201,7 +201,8 @@ class RunConfig:
         seeds: Number of repeats (mean and std are reported); more seeds may be added on
             resume, each seed being an independent run.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
-        amp: bf16 autocast (CUDA only; ignored on CPU).
+        amp: bf16 autocast of the forward pass (CUDA or CPU; on CPU fast only where it has
+            native bf16 instructions, e.g. AVX512-BF16 or AMX).
         compile: ``torch.compile`` the model.
         channels_last: Channels-last memory format for conv weights and inputs (CUDA).
         grad_checkpointing: Recompute the body in backward, this many units (residual blocks

@@ -238,3 +238,17 @@ def test_reference_epoch_set_changes_only_the_also_presets(tmp_path):
     assert result["steps_per_epoch"] == 391  # the reference preset as defined (batch 128)
     assert result["also"][0]["steps_per_epoch"] == 90  # 45,000 / 500
     assert result["overrides"] == {"data.batch_size": 500}
+
+
+def test_bf16_speedups_turn_autocast_on_alone_and_with_the_compiled_model(
+        bench_train_step, monkeypatch):
+    compiled, captured = [], []
+    monkeypatch.setattr(bench_train_step.torch, "compile",
+                        lambda module: compiled.append(module) or module)
+    monkeypatch.setattr(bench_train_step, "make_step",
+                        lambda model, images, labels, amp: captured.append(amp))
+    model = create("resnet19", timesteps=1, width=4, input_size=8)
+    images, labels = torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)
+    for speedup in ("bf16", "model-compile+bf16", "model-compile"):
+        bench_train_step.sped_up_step(model, images, labels, False, speedup)
+    assert captured == [True, True, False] and len(compiled) == 2
