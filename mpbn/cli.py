@@ -47,7 +47,7 @@ _FLAGS: list[tuple[str, str, str]] = [
      "exactly (0: at epoch ends only)"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
-    ("--amp", "amp", "bf16 autocast (CUDA or CPU)"),
+    ("--amp", "amp", "bf16 autocast of training (CUDA or CPU; evaluation stays float32)"),
     ("--compile", "compile", "torch.compile the model"),
     ("--channels-last", "channels_last", "channels-last memory format"),
     ("--sync-norm", "sync_norm", "synchronize norm and MPBN statistics across DDP ranks"),

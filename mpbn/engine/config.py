@@ -201,8 +201,9 @@ class RunConfig:
         seeds: Number of repeats (mean and std are reported); more seeds may be added on
             resume, each seed being an independent run.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
-        amp: bf16 autocast of the forward pass (CUDA or CPU; on CPU fast only where it has
-            native bf16 instructions, e.g. AVX512-BF16 or AMX).
+        amp: bf16 autocast of the training forward pass (CUDA or CPU; on CPU fast only where
+            it has native bf16 instructions, e.g. AVX512-BF16 or AMX). Evaluation stays
+            float32: bf16 rounding flips spikes near the threshold.
         compile: ``torch.compile`` the model.
         channels_last: Channels-last memory format for conv weights and inputs (CUDA).
         grad_checkpointing: Recompute the body in backward, this many units (residual blocks
