@@ -20,29 +20,10 @@ from mpbn.engine.distributed import DistInfo, all_reduce_sum
 from mpbn.engine.metrics import SpikeRateMeter
 from mpbn.layers.fold import SpikeMismatch, fold, spike_mismatch
 
-__all__ = ["evaluate", "EVAL_SEED", "FlipAveraged", "autocast", "float64_spike_mismatch",
+__all__ = ["evaluate", "EVAL_SEED", "FlipAveraged", "float64_spike_mismatch",
            "fold_and_evaluate", "prepare_input"]
 
 EVAL_SEED = 12345  # Poisson encoding draws from this fixed stream in evaluation: repeatable
-
-
-#: Devices whose autocast runs convolutions and matmuls in bf16 (CPU: oneDNN, fastest where the
-#: CPU has native bf16 instructions, e.g. AVX512-BF16 or AMX).
-AUTOCAST_DEVICES = ("cuda", "cpu")
-
-
-def autocast(cfg: Any, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast where the config asks for it (``run.amp``); else nothing.
-
-    Raises:
-        ValueError: ``run.amp`` on a device without bf16 autocast here.
-    """
-    if cfg is None or not cfg.run.amp:
-        return contextlib.nullcontext()
-    if device.type not in AUTOCAST_DEVICES:
-        raise ValueError(f"run.amp: bf16 autocast runs on {' or '.join(AUTOCAST_DEVICES)}, "
-                         f"not on {device.type}; set run.amp=false")
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def prepare_input(x: Tensor, cfg: Any) -> Tensor:

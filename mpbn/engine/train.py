@@ -9,6 +9,7 @@ epoch fold MPBN into thresholds and evaluate the folded model. The run directory
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +42,6 @@ from mpbn.engine.divergence import DivergenceCheck, TrainingDiverged, check_payl
 from mpbn.engine.ema import WeightEMA
 from mpbn.engine.evaluation import (
     FlipAveraged,
-    autocast,
     evaluate,
     float64_spike_mismatch,
     fold_and_evaluate,
@@ -57,7 +57,7 @@ __all__ = [
     "RunOptions", "SeedResult", "TrainingDiverged", "run", "train_seed", "train_one_epoch",
     "evaluate", "build_model", "build_loaders", "build_splits", "build_optimizer",
     "build_scheduler", "lr_factor", "param_groups", "fold_and_evaluate", "float64_spike_mismatch",
-    "check_names", "resumable_mid_epoch",
+    "check_names", "resumable_mid_epoch", "autocast",
     "load_model_from_checkpoint",
 ]
 
@@ -603,6 +603,26 @@ def build_splits(cfg: TrainConfig, seed: int, dist: DistInfo, *, holdout: bool =
 
 # ------------------------------------------------------------------------------------------
 # one epoch of training
+
+
+#: Devices whose autocast runs convolutions and matmuls in bf16 (CPU: oneDNN, fastest where the
+#: CPU has native bf16 instructions, e.g. AVX512-BF16 or AMX).
+AUTOCAST_DEVICES = ("cuda", "cpu")
+
+
+def autocast(cfg: Any, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast of the training step where the config asks for it (``run.amp``); else
+    nothing. Evaluation never runs under it (:func:`mpbn.engine.evaluation.evaluate`).
+
+    Raises:
+        ValueError: ``run.amp`` on a device without bf16 autocast here.
+    """
+    if cfg is None or not cfg.run.amp:
+        return contextlib.nullcontext()
+    if device.type not in AUTOCAST_DEVICES:
+        raise ValueError(f"run.amp: bf16 autocast runs on {' or '.join(AUTOCAST_DEVICES)}, "
+                         f"not on {device.type}; set run.amp=false")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from mpbn.engine.config import TrainConfig, apply_overrides
-from mpbn.engine.evaluation import autocast
-from mpbn.engine.train import RunOptions, run
+from mpbn.engine.train import RunOptions, autocast, run
 
 
 def _conv_dtype(cfg: TrainConfig, device: str) -> torch.dtype:
