@@ -113,8 +113,8 @@ class DataConfig:
             DVS128 Gesture: ``official-64``/``official-128``/``official-48``, the frame size).
         holdout: Hold out this many training samples (a fixed class-stratified draw, the same
             for every seed: :func:`mpbn.data.sampling.holdout_split`) and evaluate on them after
-            every epoch; the test set is then evaluated once, after the last epoch. Choose
-            hyperparameters on the held-out accuracy, never on the test one.
+            every epoch (``run.eval_every``); the test set is then evaluated once, after the
+            last epoch. Choose hyperparameters on the held-out accuracy, never on the test one.
         train_subset: Train on a seeded stratified subset of this many samples (drawn from
             what ``holdout`` leaves).
         test_subset: Test on a seeded stratified subset of this many samples.
@@ -218,6 +218,13 @@ class RunConfig:
         tta_flip: Also evaluate the final model on the test set with horizontal-flip test-time
             augmentation (mean of the logits of the image and its mirror), reported separately
             as ``test_acc_flip``; the headline stays the plain accuracy.
+        eval_every: Evaluate the per-epoch split (the held-out one with ``data.holdout``,
+            else the test set) after every this many epochs and always after the last; 0:
+            after the last only. A skipped epoch's ``metrics.jsonl`` record has its training
+            keys only and ``best.pt`` is the best evaluated epoch. Training is the same
+            whatever the cadence (evaluation runs under its own RNG), so it may change on
+            resume. With ``data.holdout=None`` and 0 the test set is looked at once: train on
+            every training sample with no per-epoch look at the test set.
     """
 
     seed: int = 0
@@ -232,6 +239,7 @@ class RunConfig:
     checkpoint_every: int = _runtime(0)
     fold: bool = True
     tta_flip: bool = False
+    eval_every: int = _runtime(1)
 
 
 @dataclass
@@ -296,6 +304,8 @@ class TrainConfig:
              "optim.milestones are fractions of the run in (0, 1)", o.milestones),
             (r.seed >= 0, "run.seed must be >= 0", r.seed),
             (r.seeds >= 1, "run.seeds must be >= 1", r.seeds),
+            (r.eval_every >= 0, "run.eval_every must be >= 0 (epochs between evaluations, 0: "
+             "after the last epoch only)", r.eval_every),
             (r.grad_checkpointing >= 0, "run.grad_checkpointing must be >= 0 (units per "
              "checkpointed segment, 0: off)", r.grad_checkpointing),
             (r.log_interval >= 1, "run.log_interval must be >= 1", r.log_interval),

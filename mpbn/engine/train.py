@@ -251,8 +251,9 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             f"state_dict/load_state_dict), and that of dataset {cfg.data.name!r} "
             f"({type(train_loader).__name__}) cannot; drop the option (last.pt is still "
             "written at every epoch end)")
-    # Each epoch is measured on the held-out split when there is one (and the test set only
-    # once, after the last epoch): "val_*" keys; without one on the test set: "test_*" keys.
+    # The epochs (every run.eval_every-th and the last) are measured on the held-out split
+    # when there is one (and the test set only once, after the last epoch): "val_*" keys;
+    # without one on the test set: "test_*" keys.
     holdout = splits.holdout is not None
     eval_loader, split_key = (splits.holdout, "val") if holdout else (test_loader, "test")
     model = build_model(cfg, info).to(dist.device)
@@ -299,7 +300,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         for hook in options.hooks:
             hook("after_step", model=model, global_step=global_step)
 
-    epochs = cfg.optim.epochs
+    epochs, every = cfg.optim.epochs, cfg.run.eval_every
     show_progress = primary and not options.quiet and sys.stderr.isatty()
     progress_lines = primary and not options.quiet and not show_progress
     epochs_done_now = 0
@@ -345,21 +346,26 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
                                     on_checkpoint=save_mid_epoch, resume=resume_at,
                                     after_step=after_step)
             global_step = int(stats.pop("global_step"))
-            measured = _split_metrics(evaluate(eval_model, eval_loader, cfg, dist), split_key)
+            measure = epoch == epochs or (every > 0 and epoch % every == 0)
+            measured = (_split_metrics(evaluate(eval_model, eval_loader, cfg, dist), split_key)
+                        if measure else {})
             epoch_time = epoch_time_before + time.perf_counter() - t0
             train_time += epoch_time
-            test_acc = measured[f"{split_key}_acc"]
             record = {"epoch": epoch, "lr": lr, **stats, **measured, "epoch_time": epoch_time}
             writer.write(record)
+            evaluated = ""
+            if measure:
+                test_acc = measured[f"{split_key}_acc"]
+                evaluated = (f"  {split_key} loss {measured[f'{split_key}_loss']:.4f} acc "
+                             f"{100 * test_acc:5.2f}%  spikes {measured['spike_rate']:.3f}")
             log(f"seed {seed} epoch {epoch:>3}/{epochs}  train loss {stats['train_loss']:.4f}"
-                f" acc {100 * stats['train_acc']:5.2f}%  {split_key} loss "
-                f"{measured[f'{split_key}_loss']:.4f} acc {100 * test_acc:5.2f}%  spikes "
-                f"{measured['spike_rate']:.3f}  {epoch_time:.1f}s "
+                f" acc {100 * stats['train_acc']:5.2f}%{evaluated}  {epoch_time:.1f}s "
                 f"{stats['images_per_s']:.0f} img/s")
             for hook in options.hooks:
                 hook("epoch_end", epoch=epoch, model=model)
-            is_best = test_acc > best_acc
-            best_acc = max(best_acc, test_acc)
+            is_best = measure and test_acc > best_acc
+            if is_best:
+                best_acc = test_acc
             payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
                                           epoch=epoch, global_step=global_step,
                                           best_acc=best_acc, test_acc=test_acc, seed=seed,
@@ -394,8 +400,8 @@ class _Progress:
     epoch: int = 0  # epochs finished
     global_step: int = 0
     train_time: float = 0.0  # seconds over every invocation (stored in the checkpoint)
-    best_acc: float = -1.0  # on the split each epoch is measured on
-    test_acc: float = 0.0  # that of the last finished epoch
+    best_acc: float = -1.0  # on the split the epochs are measured on
+    test_acc: float = 0.0  # that of the last evaluated epoch (run.eval_every)
     position: dict[str, Any] | None = None  # where a mid-epoch last.pt stopped (this rank's)
 
 

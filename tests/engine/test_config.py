@@ -38,7 +38,7 @@ OLD_FLAT_DEFAULTS = {
 #: Fields added after the nesting (no flat name ever existed for them; old configs get the
 #: defaults).
 NEWER_FIELDS = {"data.holdout", "run.tta_flip", "imports", "run.checkpoint_every",
-                "optim.ema_decay", "optim.membrane_norm_lr"}
+                "optim.ema_decay", "optim.membrane_norm_lr", "run.eval_every"}
 OLD_RUNTIME_FIELDS = {"device", "num_workers", "log_interval", "compile", "data_root",
                       "grad_checkpointing", "download", "eval_batch_size", "description",
                       "seeds"}
