@@ -115,13 +115,21 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
+#: Tracked paths whose changes cannot change a run: documentation and the records that runs
+#: and scripts/reproduce_fast.sh write into docs/ while a run goes (git pathspecs, from the
+#: repository root). Without them every run of a chain that keeps its records would read dirty.
+NOT_CODE = (":(top,exclude)docs", ":(top,exclude,glob)**/*.md")
+
+
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """The commit of the code that ran (with ``+dirty`` for uncommitted changes), if in git."""
+    """The commit of the code that ran, if in git: ``+dirty`` when a tracked file other than
+    documentation or records (:data:`NOT_CODE`) differs from it."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":(top)", *NOT_CODE],
                                cwd=where, capture_output=True, text=True, timeout=10).stdout
         return commit + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
