@@ -372,13 +372,14 @@ def stage_header(ctx: Context, clock: StageClock, result: StageResult) -> None:
     from _host import allocator
 
     import mpbn
+    from mpbn.engine.metrics import git_commit
 
     device = ctx.device
     facts: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "mpbn": mpbn.__version__,
-        "git_commit": _run_text(["git", "rev-parse", "--short", "HEAD"]) or "unknown",
+        "git_commit": git_commit() or "unknown",  # +dirty as in every run's result.json
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
