@@ -32,6 +32,10 @@ mkdir -p "$out"
 data=$(realpath "$data"); out=$(realpath "$out")
 [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; KEEP=$(realpath "$KEEP"); }
 cd "$(dirname "$0")/.."
+# Every python below runs this checkout's code, whatever `pip install -e` last pointed at (a
+# benchmark run as `python3 benchmarks/x.py` does not see the repository): the records name
+# this checkout's commit.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 until_s=""
 if [ -n "${UNTIL:-}" ]; then
   until_s=$(date -d "$UNTIL" +%s) || { echo "UNTIL=$UNTIL: not a time date -d reads" >&2; exit 2; }

@@ -88,3 +88,26 @@ def test_until_stops_before_a_run_that_would_end_too_late(fake_cifar10, tmp_path
     assert "MARGIN_MIN='soon' and ESTIMATE_MIN='100' must be minutes" in minutes.stderr
     bad = call(UNTIL="half past never")
     assert bad.returncode == 2 and "UNTIL=half past never: not a time date -d reads" in bad.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_every_python_runs_this_checkouts_code(fake_cifar10, tmp_path):
+    # An `mpbn` installed from another checkout shadowed this one for the benchmark the script
+    # starts (`python3 benchmarks/x.py` puts benchmarks/, not the repository, first on sys.path):
+    # the records would name this checkout's commit for code it did not run. A stand-in that
+    # refuses to import plays the other checkout.
+    shadow = tmp_path / "elsewhere" / "mpbn"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('mpbn from another checkout')\n")
+    env = {**os.environ, "SEEDS": "1", "OMP_NUM_THREADS": "1",
+           "PRESETS": "cifar10-fast-t1-baseline", "ESTIMATE_MIN": "5",
+           "REFERENCE": "--steps 1 --warmup 1 --threads 1",
+           "UNTIL": f"@{int(__import__('time').time()) + 60}",
+           "PYTHONPATH": str(shadow.parent)}
+    out = tmp_path / "fast"
+    done = subprocess.run(["bash", str(SCRIPT), str(fake_cifar10), str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "another checkout" not in done.stderr
+    assert len((out / "reference_epochs.jsonl").read_text().splitlines()) == 1
+    assert "stopping before cifar10-fast-t1-baseline seed 0" in done.stdout
