@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,6 @@ def test_the_script_runs_and_resumes(fake_cifar10, tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
 def test_until_stops_before_a_run_that_would_end_too_late(fake_cifar10, tmp_path):
-    import time
-
     preset = "cifar10-fast-t1-mpbn-channel"
     out = tmp_path / "fast"
     (out / preset / "seed_0").mkdir(parents=True)
@@ -102,7 +101,7 @@ def test_every_python_runs_this_checkouts_code(fake_cifar10, tmp_path):
     env = {**os.environ, "SEEDS": "1", "OMP_NUM_THREADS": "1",
            "PRESETS": "cifar10-fast-t1-baseline", "ESTIMATE_MIN": "5",
            "REFERENCE": "--steps 1 --warmup 1 --threads 1",
-           "UNTIL": f"@{int(__import__('time').time()) + 60}",
+           "UNTIL": f"@{int(time.time()) + 60}",
            "PYTHONPATH": str(shadow.parent)}
     out = tmp_path / "fast"
     done = subprocess.run(["bash", str(SCRIPT), str(fake_cifar10), str(out)], env=env,
