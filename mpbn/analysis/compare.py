@@ -22,16 +22,18 @@ from mpbn.analysis.io import Run
 
 __all__ = ["SEED_KEYS", "SeedRecord", "seed_records", "seed_values", "has_holdout",
            "expected_seeds", "student_t_cdf", "student_t_ppf", "welch_ci", "compare_runs",
-           "mean_std_text", "runs_table", "runtime_text", "seeds_table", "comparison_table"]
+           "mean_std_text", "runs_table", "runtime_text", "commit_text", "seeds_table",
+           "comparison_table"]
 
 #: The per-seed numbers of ``result.json`` (and the per-seed lists of ``summary.json``).
 SEED_KEYS = ("final_test_acc", "best_test_acc", "final_val_acc", "best_val_acc",
              "test_acc_flip", "folded_test_acc", "spike_mismatch", "spike_mismatch_rate",
-             "train_time", "epochs", "commit", "runtime")
+             "train_time", "epochs", "commit", "commit_history", "runtime")
 
-#: ``summary.json`` calls the per-seed commit list ``commits`` (``commit`` is the run's), and
-#: the per-seed runtime settings ``runtimes``.
-_SUMMARY_KEY = {"commit": "commits", "runtime": "runtimes"}
+#: ``summary.json`` calls the per-seed commit list ``commits`` (``commit`` is the run's), their
+#: histories ``commit_histories``, and the per-seed runtime settings ``runtimes``.
+_SUMMARY_KEY = {"commit": "commits", "commit_history": "commit_histories",
+                "runtime": "runtimes"}
 
 _ACC = 100.0  # fractions in the run files, percent on the pages
 
@@ -343,6 +345,17 @@ def runtime_text(runtime: dict[str, Any] | None) -> str:
     return ", ".join(parts + [str(runtime.get("allocator", "?"))])
 
 
+def commit_text(commit: str | None, history: Sequence[str | None] | None = None) -> str:
+    """A seed's code for a table: its commit, shortened; where its invocations ran different
+    commits (``history``), each in order, ``?`` for one not known."""
+    def short(c: str | None) -> str:
+        return "?" if not c else f"`{c[:12]}{'+dirty' if 'dirty' in c else ''}`"
+
+    if history and len(history) > 1:
+        return " then ".join(short(c) for c in history)
+    return short(commit) if commit else "-"
+
+
 def seeds_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
     """One row per expected seed of every run: its numbers, train time, what it ran on
     (:func:`runtime_text`) and commit; a seed still training shows its epoch count, a seed not
@@ -366,8 +379,7 @@ def seeds_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
             v = r.values
             time = "-" if v.get("train_time") is None else f"{v['train_time'] / 60:.1f}"
             mismatch = "-" if v.get("spike_mismatch") is None else str(v["spike_mismatch"])
-            commit = f"`{v['commit'][:12]}{'+dirty' if 'dirty' in v['commit'] else ''}`" \
-                if v.get("commit") else "-"
+            commit = commit_text(v.get("commit"), v.get("commit_history"))
             lines.append(f"| {label} | {seed} | finished | {_pct(v.get('final_test_acc'))} | "
                          f"{_pct(v.get('final_val_acc'))} | {_pct(v.get('test_acc_flip'))} | "
                          f"{_pct(v.get('folded_test_acc'))} | {mismatch} | {time} | "

@@ -391,7 +391,8 @@ def _comparison(page: _Page, runs: Sequence[Run], labels: Sequence[str]) -> None
              "on the held-out split, or on the test set for runs without one), the same way:",
              "", comparison_table(pairs, key="spike_rate"), "",
              "Per seed (train time is the seed's training time in minutes, summed over "
-             "resumes; the commit is the code that trained it):", "",
+             "resumes; the commit is the code that trained it, each in order where a resumed "
+             "seed ran under several):", "",
              seeds_table(runs, labels), "")
 
 

@@ -55,11 +55,17 @@ class SeedResult:
     best_val_acc: float | None = None
     #: Test accuracy with flip test-time augmentation (``run.tta_flip``), else None.
     test_acc_flip: float | None = None
-    #: The code that trained this seed (``git_commit``), None where unknown.
+    #: The code of the invocation that finished this seed (trained its last epochs, evaluated
+    #: and folded it): ``git_commit`` when that process started; None where unknown.
     commit: str | None = None
     #: How the seed's last session ran, the settings that move ``train_time`` but not the
     #: recipe (:func:`runtime_record`); None in records written before it existed.
     runtime: dict[str, Any] | None = None
+    #: The code of every invocation that trained this seed, in order, once per change (a seed
+    #: resumed across work periods can span several; ``commit`` is the last); an entry is
+    #: None where not known (a checkpoint written before they were kept). None in records
+    #: written before it existed.
+    commit_history: list[str | None] | None = None
 
 
 def runtime_record(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
@@ -203,15 +209,17 @@ def write_result(folder: Path, result: SeedResult) -> None:
     atomic_write_text(folder / "result.json", json.dumps(asdict(result), indent=2))
 
 
-def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
-    """airbench-style summary: per-seed accuracies, their mean and std, the code commit."""
+def summarize(cfg: TrainConfig, results: list[SeedResult], *,
+              commit: str | None = None) -> dict[str, Any]:
+    """airbench-style summary: per-seed accuracies, their mean and std, the code commit
+    (``commit``: that of the process writing it, as read when it started; by default now)."""
     final = [r.final_test_acc for r in results]
     mean, std = mean_std(final)
     folded = [r.folded_test_acc for r in results]
     return {
         "name": cfg.name, "config": cfg.to_dict(), "seeds": [r.seed for r in results],
         "final_test_acc": final, "best_test_acc": [r.best_test_acc for r in results],
-        "mean": mean, "std": std, "commit": git_commit(),
+        "mean": mean, "std": std, "commit": commit if commit is not None else git_commit(),
         "folded_test_acc": folded, "spike_mismatch": [r.spike_mismatch for r in results],
         "spike_mismatch_rate": [r.spike_mismatch_rate for r in results],
         "train_time": [r.train_time for r in results],
@@ -219,6 +227,7 @@ def summarize(cfg: TrainConfig, results: list[SeedResult]) -> dict[str, Any]:
         "best_val_acc": [r.best_val_acc for r in results],
         "test_acc_flip": [r.test_acc_flip for r in results],
         "commits": [r.commit for r in results],
+        "commit_histories": [r.commit_history for r in results],
         "runtimes": [r.runtime for r in results],
     }
 

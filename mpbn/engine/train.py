@@ -97,6 +97,9 @@ def run(cfg: TrainConfig, options: RunOptions | None = None) -> dict[str, Any] |
     Returns ``None`` when ``options.stop_after`` stopped the run before the end.
     """
     options = options or RunOptions()
+    # The code this process imported: read once, now, since HEAD may move while it trains
+    # (a commit made during a long run must not be credited with it).
+    commit = git_commit()
     cfg.validate()
     check_names(cfg)
     dist = setup_distributed(cfg.run.device)
@@ -113,12 +116,13 @@ def run(cfg: TrainConfig, options: RunOptions | None = None) -> dict[str, Any] |
         results: list[SeedResult] = []
         for i in range(cfg.run.seeds):
             seed = cfg.run.seed + i
-            result = train_seed(cfg, seed, rundir.seed_dir(run_dir, seed), dist, options)
+            result = train_seed(cfg, seed, rundir.seed_dir(run_dir, seed), dist, options,
+                                commit=commit)
             if result is None:
                 finished = True
                 return None
             results.append(result)
-        summary = rundir.summarize(cfg, results)
+        summary = rundir.summarize(cfg, results, commit=commit)
         if dist.is_primary:
             rundir.write_summary(run_dir, summary)
         summary["run_dir"] = str(run_dir)
@@ -229,8 +233,15 @@ def run_header(cfg: TrainConfig, run_dir: Path | str, dist: DistInfo) -> str:
 
 
 def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
-               options: RunOptions) -> SeedResult | None:
-    """Train one seed (resuming from ``seed_dir/last.pt`` if asked); ``None`` if stopped early."""
+               options: RunOptions, *, commit: str | None = None) -> SeedResult | None:
+    """Train one seed (resuming from ``seed_dir/last.pt`` if asked); ``None`` if stopped early.
+
+    ``commit``: the code of this process (:func:`run` reads ``git_commit`` when it starts;
+    read here when not given), added to the seed's commit history (every invocation's, kept
+    in ``last.pt``).
+    """
+    if commit is None:
+        commit = git_commit()
     primary = dist.is_primary
     log = (lambda *a: print(*a, flush=True)) if primary and not options.quiet else (lambda *a: None)
     if options.resume:
@@ -291,6 +302,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         writer.truncate_after(0)
     start_epoch, global_step, train_time = so_far.epoch, so_far.global_step, so_far.train_time
     best_acc, test_acc, position = so_far.best_acc, so_far.test_acc, so_far.position
+    commits = so_far.commits if so_far.commits[-1:] == [commit] else [*so_far.commits, commit]
 
     model_for_step = _model_for_step(model, cfg, dist)
 
@@ -316,7 +328,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
         payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
                                       epoch=epoch - 1, global_step=progress["global_step"],
                                       best_acc=best_acc, test_acc=test_acc, seed=seed,
-                                      info=info, train_time=train_time + epoch_time, ema=ema)
+                                      info=info, train_time=train_time + epoch_time, ema=ema,
+                                      commits=commits)
         payload["mid_epoch"] = {"epoch": epoch, "steps": progress["steps"],
                                 "steps_per_epoch": len(train_loader), "lr": lr,
                                 "epoch_time": epoch_time, "ranks": _gather(mine, dist)}
@@ -369,7 +382,8 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
             payload = _checkpoint_payload(model, optimizer, scheduler, scaler, cfg,
                                           epoch=epoch, global_step=global_step,
                                           best_acc=best_acc, test_acc=test_acc, seed=seed,
-                                          info=info, train_time=train_time, ema=ema)
+                                          info=info, train_time=train_time, ema=ema,
+                                          commits=commits)
             if dist.enabled:  # "rng" is rank 0's; encoder noise and augmentation differ
                 payload["rank_rng"] = _gather(capture_rng_state(), dist)
             # Every rank checks (and stops together): no non-finite state is ever written.
@@ -387,7 +401,7 @@ def train_seed(cfg: TrainConfig, seed: int, seed_dir: Path, dist: DistInfo,
 
     result = _final_result(cfg, seed, dist, eval_model, test_loader, info, log,
                            holdout=holdout, last_acc=test_acc, best_acc=best_acc,
-                           train_time=train_time)
+                           train_time=train_time, commits=commits)
     if primary:
         rundir.write_result(seed_dir, result)
     return result
@@ -403,6 +417,8 @@ class _Progress:
     best_acc: float = -1.0  # on the split the epochs are measured on
     test_acc: float = 0.0  # that of the last evaluated epoch (run.eval_every)
     position: dict[str, Any] | None = None  # where a mid-epoch last.pt stopped (this rank's)
+    #: The code of each invocation that trained it, in order (``None``: not known).
+    commits: list[str | None] = field(default_factory=list)
 
 
 def _resume_from(last_path: Path, cfg: TrainConfig, seed: int, dist: DistInfo, model: nn.Module,
@@ -422,10 +438,12 @@ def _resume_from(last_path: Path, cfg: TrainConfig, seed: int, dist: DistInfo, m
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     scaler.load_state_dict(ckpt["scaler"])
-    # Checkpoints written before train_time was stored count from this invocation.
+    # Checkpoints written before train_time was stored count from this invocation; those
+    # written before the commits were stored were trained by code not known.
     progress = _Progress(epoch=ckpt["epoch"], global_step=ckpt["global_step"],
                          train_time=float(ckpt.get("train_time", 0.0)),
-                         best_acc=ckpt["best_acc"], test_acc=ckpt["test_acc"])
+                         best_acc=ckpt["best_acc"], test_acc=ckpt["test_acc"],
+                         commits=list(ckpt.get("commits", [None])))
     restore_rng_state(ckpt["rng"])
     if dist.enabled:
         _restore_rank_rng(ckpt, seed, dist)
@@ -452,7 +470,8 @@ def _model_for_step(model: nn.Module, cfg: TrainConfig, dist: DistInfo) -> nn.Mo
 
 def _final_result(cfg: TrainConfig, seed: int, dist: DistInfo, eval_model: nn.Module,
                   test_loader: Any, info: Any, log: Callable[..., None], *, holdout: bool,
-                  last_acc: float, best_acc: float, train_time: float) -> SeedResult:
+                  last_acc: float, best_acc: float, train_time: float,
+                  commits: list[str | None]) -> SeedResult:
     """After the last epoch: the test set (once, when the epochs were measured on a held-out
     split), flip test-time augmentation and the folded model, as asked; the seed's result.
 
@@ -485,7 +504,7 @@ def _final_result(cfg: TrainConfig, seed: int, dist: DistInfo, eval_model: nn.Mo
                       spike_mismatch_rate=None if mismatch is None else mismatch.rate,
                       train_time=train_time, epochs=cfg.optim.epochs,
                       final_val_acc=final_val_acc, best_val_acc=best_val_acc,
-                      test_acc_flip=flip_acc, commit=git_commit(),
+                      test_acc_flip=flip_acc, commit=commits[-1], commit_history=commits,
                       runtime=rundir.runtime_record(cfg, dist))
 
 
@@ -542,8 +561,8 @@ def _mid_epoch_position(ckpt: dict[str, Any], loader: Any, dist: DistInfo,
 def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
                         cfg: TrainConfig, *, epoch: int, global_step: int, best_acc: float,
                         test_acc: float, seed: int, info: Any,
-                        train_time: float = 0.0, ema: WeightEMA | None = None
-                        ) -> dict[str, Any]:
+                        train_time: float = 0.0, ema: WeightEMA | None = None,
+                        commits: list[str | None] | None = None) -> dict[str, Any]:
     payload = {
         # Enough of the dataset's description to rebuild the model without the data, and the
         # preprocessing its deploy files record (mpbn.engine.deploy.preprocessing).
@@ -552,7 +571,7 @@ def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "epoch": epoch, "global_step": global_step, "best_acc": best_acc,
         "test_acc": test_acc, "seed": seed, "rng": capture_rng_state(),
-        "train_time": train_time,
+        "train_time": train_time, "commits": list(commits or []),
         "config": cfg.to_dict(), "model_name": cfg.model.name,
     }
     if ema is not None:  # "model" is what loaders deploy: the average
