@@ -192,11 +192,25 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _mismatch_text(count: int | None, rate: float | None) -> str:
+def _mismatch_text(count: int | None, rate: float | None, float64: int | None = None) -> str:
     if count is None:
         return "-"
     # Non-zero only in float32, where BN folded into conv weights rounds differently.
-    return str(count) if not count or rate is None else f"{count} ({rate:.1e})"
+    text = str(count) if not count or rate is None else f"{count} ({rate:.1e})"
+    return text if float64 is None else f"{text}, {float64} in float64"
+
+
+def _mismatch_note(summary: dict[str, Any]) -> str:
+    """What the float32 spike mismatches under the summary table mean, and where a seed
+    recorded no float64 recount (records from before the engine made one), how to get it."""
+    counts = summary["spike_mismatch"]
+    recounts = summary.get("spike_mismatch_float64") or [None] * len(counts)
+    recounted = all(exact is not None for count, exact in zip(counts, recounts, strict=True)
+                    if count)
+    return ("spike mismatches of the folded model are counted in float32, where a potential "
+            "within rounding of its threshold can fire on one side only; "
+            + ("0 in float64 means the fold is exact" if recounted else
+               "`mpbn eval RUN --fold-check float64` recomputes them in float64"))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -216,9 +230,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     for i, seed in enumerate(summary["seeds"]):
         mismatch = summary["spike_mismatch"][i]
         rate = summary.get("spike_mismatch_rate", [None] * count)[i]
+        exact = summary.get("spike_mismatch_float64", [None] * count)[i]
         row = [str(seed), _percent(summary["final_test_acc"][i]),
                _percent(summary["folded_test_acc"][i]), _percent(summary[best_key][i]),
-               _mismatch_text(mismatch, rate), f"{summary['train_time'][i]:.1f} s"]
+               _mismatch_text(mismatch, rate, exact), f"{summary['train_time'][i]:.1f} s"]
         if len(rows[0]) == 7:
             row.insert(3, _percent(flip[i]))
         rows.append(tuple(row))
@@ -246,9 +261,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_summary(summary))
         if any(summary.get("spike_mismatch") or []):
-            print("spike mismatches of the folded model are counted in float32, where a "
-                  "potential within rounding of its threshold can fire on one side only; "
-                  "`mpbn eval RUN --fold-check float64` recomputes them in float64")
+            print(_mismatch_note(summary))
         print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
     return 0
 

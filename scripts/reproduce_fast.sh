@@ -21,7 +21,9 @@
 #   100) before any seed of the preset has finished.
 # Order: seed 0 of every preset first, then seed 1 of every preset, ... (so a partial set is a
 # complete one-seed comparison). Each call first times the reference epoch of this work period
-# (benchmarks/reference_epoch.py) into OUT_DIR/reference_epochs.jsonl: the budget scales with it.
+# (benchmarks/reference_epoch.py) into OUT_DIR/reference_epochs.jsonl, and again after every run
+# (the machine's speed drifts over a run: each run's budget is then known before and after it,
+# and one timing between two runs serves both).
 # Run on an otherwise idle machine: train_time is the measured result.
 set -euo pipefail
 data=${1:?usage: scripts/reproduce_fast.sh DATA_ROOT [OUT_DIR]}
@@ -41,8 +43,11 @@ if [ -n "${UNTIL:-}" ]; then
   until_s=$(date -d "$UNTIL" +%s) || { echo "UNTIL=$UNTIL: not a time date -d reads" >&2; exit 2; }
 fi
 reference=${REFERENCE:-"--data-root $data --also cifar10-fast-t1-baseline cifar10-fast-t2-baseline"}
-# shellcheck disable=SC2086
-python3 benchmarks/reference_epoch.py $reference --log "$out/reference_epochs.jsonl"
+time_reference() {
+  # shellcheck disable=SC2086
+  python3 benchmarks/reference_epoch.py $reference --log "$out/reference_epochs.jsonl"
+}
+time_reference
 estimate_min() {  # estimate_min RUN_DIR: minutes a further seed of it takes, from its finished ones
   python3 - "$1" "${MARGIN_MIN:-15}" "${ESTIMATE_MIN:-100}" <<'PY'
 import json, math, pathlib, sys
@@ -108,6 +113,7 @@ for n in $(seq 1 "$seeds"); do
       # shellcheck disable=SC2086
       python3 -m mpbn train "$preset" --data-root "$data" --seeds "$n" --out "$dir" ${EXTRA:-}
     fi
+    time_reference
     keep "$preset"
   done
 done

@@ -22,13 +22,14 @@ from mpbn.analysis.io import Run
 
 __all__ = ["SEED_KEYS", "SeedRecord", "seed_records", "seed_values", "has_holdout",
            "expected_seeds", "student_t_cdf", "student_t_ppf", "welch_ci", "compare_runs",
-           "mean_std_text", "runs_table", "runtime_text", "commit_text", "seeds_table",
-           "comparison_table"]
+           "mean_std_text", "mismatch_text", "mismatch_cell", "runs_table", "runtime_text",
+           "commit_text", "seeds_table", "comparison_table"]
 
 #: The per-seed numbers of ``result.json`` (and the per-seed lists of ``summary.json``).
 SEED_KEYS = ("final_test_acc", "best_test_acc", "final_val_acc", "best_val_acc",
              "test_acc_flip", "folded_test_acc", "spike_mismatch", "spike_mismatch_rate",
-             "train_time", "epochs", "commit", "commit_history", "runtime")
+             "spike_mismatch_float64", "train_time", "epochs", "commit", "commit_history",
+             "runtime")
 
 #: ``summary.json`` calls the per-seed commit list ``commits`` (``commit`` is the run's), their
 #: histories ``commit_histories``, and the per-seed runtime settings ``runtimes``.
@@ -283,13 +284,28 @@ def mean_std_text(values: Sequence[float] | None, ddof: int = 1, scale: float = 
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=ddof):.{digits}f}"
 
 
-def _mismatch_text(run: Run) -> str:
+def mismatch_text(run: Run) -> str:
+    """The seeds' float32 spike mismatches, the largest rate, and where the engine recounted
+    them in float64 (``spike_mismatch_float64``), every seed's recount (``-``: none)."""
     counts = seed_values(run, "spike_mismatch")
     if not counts:
         return "-"
     rates = seed_values(run, "spike_mismatch_rate")
     text = ", ".join(str(int(c)) for c in counts)
-    return text + (f" ({max(rates):.1e} max)" if rates else "")
+    notes = [f"{max(rates):.1e} max"] if rates else []
+    if seed_values(run, "spike_mismatch_float64"):
+        recounts = [r.values.get("spike_mismatch_float64") for r in seed_records(run).values()
+                    if r.finished and r.values.get("spike_mismatch") is not None]
+        notes.append("in float64: " + ", ".join("-" if v is None else str(int(v))
+                                                for v in recounts))
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def mismatch_cell(count: int | None, float64: int | None) -> str:
+    """One seed's spike mismatch: the float32 count, and its float64 recount where made."""
+    if count is None:
+        return "-"
+    return str(count) if float64 is None else f"{count} ({float64} in float64)"
 
 
 def _seeds_text(run: Run) -> str:
@@ -321,7 +337,7 @@ def runs_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
             + " | ".join(mean_std_text(seed_values(run, k), scale=_ACC) for k in (
                 "final_test_acc", "final_val_acc", "best_val_acc", "test_acc_flip",
                 "folded_test_acc"))
-            + f" | {_mismatch_text(run)} | "
+            + f" | {mismatch_text(run)} | "
             f"{mean_std_text(seed_values(run, 'spike_rate'), digits=3)} | "
             f"{mean_std_text(seed_values(run, 'train_time'), scale=1 / 60, digits=1)} |")
     return "\n".join(lines)
@@ -378,7 +394,7 @@ def seeds_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
                 continue
             v = r.values
             time = "-" if v.get("train_time") is None else f"{v['train_time'] / 60:.1f}"
-            mismatch = "-" if v.get("spike_mismatch") is None else str(v["spike_mismatch"])
+            mismatch = mismatch_cell(v.get("spike_mismatch"), v.get("spike_mismatch_float64"))
             commit = commit_text(v.get("commit"), v.get("commit_history"))
             lines.append(f"| {label} | {seed} | finished | {_pct(v.get('final_test_acc'))} | "
                          f"{_pct(v.get('final_val_acc'))} | {_pct(v.get('test_acc_flip'))} | "

@@ -23,6 +23,7 @@ from mpbn.analysis.compare import (
     comparison_table,
     has_holdout,
     mean_std_text,
+    mismatch_text,
     seed_records,
     seed_values,
     seeds_table,
@@ -117,7 +118,6 @@ def heldout_results_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
     for run, label in zip(runs, labels, strict=True):
         model, data = run.config.get("model") or {}, run.config.get("data") or {}
         seeds = len([r for r in seed_records(run).values() if r.finished]) or "-"
-        mismatch = seed_values(run, "spike_mismatch")
         lines.append(
             f"| {label} | {model.get('name', '-')} | {model.get('norm', '-')} | "
             f"{model.get('mpbn') or 'none'} | {model.get('timesteps', '-')} | "
@@ -125,7 +125,7 @@ def heldout_results_table(runs: Sequence[Run], labels: Sequence[str]) -> str:
             + " | ".join(mean_std_text(seed_values(run, key), scale=ACC_SCALE) for key in (
                 "final_test_acc", "final_val_acc", "best_val_acc", "test_acc_flip",
                 "folded_test_acc"))
-            + f" | {', '.join(str(int(m)) for m in mismatch) or '-'} |")
+            + f" | {mismatch_text(run)} |")
     return "\n".join(lines)
 
 

@@ -66,6 +66,11 @@ class SeedResult:
     #: None where not known (a checkpoint written before they were kept). None in records
     #: written before it existed.
     commit_history: list[str | None] | None = None
+    #: The fold's spike mismatch recounted in float64 on the same batch, when the float32
+    #: count (``spike_mismatch``) is not 0: 0 says the float32 mismatches are rounding at the
+    #: threshold, not a folding error. None where not recounted (a float32 count of 0, no
+    #: fold, or records written before it existed).
+    spike_mismatch_float64: int | None = None
 
 
 def runtime_record(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
@@ -222,6 +227,7 @@ def summarize(cfg: TrainConfig, results: list[SeedResult], *,
         "mean": mean, "std": std, "commit": commit if commit is not None else git_commit(),
         "folded_test_acc": folded, "spike_mismatch": [r.spike_mismatch for r in results],
         "spike_mismatch_rate": [r.spike_mismatch_rate for r in results],
+        "spike_mismatch_float64": [r.spike_mismatch_float64 for r in results],
         "train_time": [r.train_time for r in results],
         "final_val_acc": [r.final_val_acc for r in results],
         "best_val_acc": [r.best_val_acc for r in results],

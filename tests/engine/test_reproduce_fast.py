@@ -33,12 +33,13 @@ def test_the_script_runs_and_resumes(fake_cifar10, tmp_path):
         assert summary["seeds"] == [0]
         assert all(v is not None for v in summary["final_val_acc"])
     records = (out / "reference_epochs.jsonl").read_text().splitlines()
-    assert len(records) == 1 and json.loads(records[0])["budget_minutes"] > 0
+    assert len(records) == 2  # before and after the run
+    assert all(json.loads(line)["budget_minutes"] > 0 for line in records)
     again = subprocess.run(["bash", str(SCRIPT), str(fake_cifar10), str(out)], env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("(done)") == 1  # the finished seed is reused
-    assert len((out / "reference_epochs.jsonl").read_text().splitlines()) == 2
+    assert len((out / "reference_epochs.jsonl").read_text().splitlines()) == 3  # no run: 1
     # KEEP: the records without checkpoints, and seed 0's analysis page.
     kept_files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()
                         and "analysis" not in p.parts)
@@ -54,7 +55,7 @@ def test_the_script_runs_and_resumes(fake_cifar10, tmp_path):
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert "restored cifar10-fast-t1-mpbn-channel's records" in fresh.stdout
     assert fresh.stdout.count("(done)") == 1
-    assert len((tmp_path / "kept" / "reference_epochs.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "kept" / "reference_epochs.jsonl").read_text().splitlines()) == 4
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
