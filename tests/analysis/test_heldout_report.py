@@ -12,6 +12,7 @@ import torch
 
 from mpbn.analysis.compare import (
     compare_runs,
+    mismatch_text,
     runs_table,
     seed_values,
     seeds_table,
@@ -79,7 +80,8 @@ def test_report_table_and_comparison_come_from_the_run_files(heldout_runs, tmp_p
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert [float(cells[i].split(" ± ")[0]) for i in (7, 8, 10)] == pytest.approx(
         [final, val, flip], abs=0.006)
-    assert cells[12] == ", ".join(str(m) for m in s["spike_mismatch"])
+    assert cells[12].split(" (")[0] == ", ".join(str(m) for m in s["spike_mismatch"])
+    assert cells[12] == mismatch_text(load_run(base))  # the counts, their largest rate
     assert "Held-out accuracy and loss per epoch" in text and "Test accuracy and loss" not in text
     assert "## Comparison with the baseline" in text and "Not available" not in text, text
     w = welch_ci(s["final_test_acc"], _summary(var)["final_test_acc"])
