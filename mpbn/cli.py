@@ -192,14 +192,6 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _mismatch_text(count: int | None, rate: float | None, float64: int | None = None) -> str:
-    if count is None:
-        return "-"
-    # Non-zero only in float32, where BN folded into conv weights rounds differently.
-    text = str(count) if not count or rate is None else f"{count} ({rate:.1e})"
-    return text if float64 is None else f"{text}, {float64} in float64"
-
-
 def _mismatch_note(summary: dict[str, Any]) -> str:
     """What the float32 spike mismatches under the summary table mean, and where a seed
     recorded no float64 recount (records from before the engine made one), how to get it."""
@@ -215,6 +207,7 @@ def _mismatch_note(summary: dict[str, Any]) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The short table printed after training: unfolded/folded accuracy, mismatch, time."""
+    from mpbn.analysis.compare import mismatch_cell
     from mpbn.engine.metrics import mean_std
 
     count = len(summary["seeds"])
@@ -233,7 +226,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         exact = summary.get("spike_mismatch_float64", [None] * count)[i]
         row = [str(seed), _percent(summary["final_test_acc"][i]),
                _percent(summary["folded_test_acc"][i]), _percent(summary[best_key][i]),
-               _mismatch_text(mismatch, rate, exact), f"{summary['train_time'][i]:.1f} s"]
+               mismatch_cell(mismatch, exact, rate), f"{summary['train_time'][i]:.1f} s"]
         if len(rows[0]) == 7:
             row.insert(3, _percent(flip[i]))
         rows.append(tuple(row))
@@ -324,6 +317,7 @@ def _checkpoint_path(text: str) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from mpbn.analysis.compare import mismatch_cell
     from mpbn.engine.config import parse_set
     from mpbn.engine.distributed import DistInfo, pick_device
     from mpbn.engine.evaluation import evaluate
@@ -348,7 +342,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"{cfg.data.name}, {info.num_test} test samples)")
     print(f"acc unfolded    {_percent(unfolded['test_acc'])}")
     print(f"acc folded      {_percent(folded['test_acc'])}")
-    print(f"spike mismatch  {_mismatch_text(mismatch.total_mismatches, mismatch.rate)} of "
+    print(f"spike mismatch  {mismatch_cell(mismatch.total_mismatches, rate=mismatch.rate)} of "
           f"{sum(mismatch.totals):,} spike entries on the first test batch (float32)")
     if args.fold_check == "float64":
         exact = float64_spike_mismatch(model, test_loader, cfg)

@@ -292,7 +292,8 @@ def mismatch_text(run: Run) -> str:
         return "-"
     rates = seed_values(run, "spike_mismatch_rate")
     text = ", ".join(str(int(c)) for c in counts)
-    notes = [f"{max(rates):.1e} max"] if rates else []
+    # All-zero counts have no rate worth printing ("0, 0, 0", not "(0.0e+00 max)").
+    notes = [f"{max(rates):.1e} max"] if rates and max(rates) > 0 else []
     if seed_values(run, "spike_mismatch_float64"):
         recounts = [r.values.get("spike_mismatch_float64") for r in seed_records(run).values()
                     if r.finished and r.values.get("spike_mismatch") is not None]
@@ -301,11 +302,19 @@ def mismatch_text(run: Run) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def mismatch_cell(count: int | None, float64: int | None) -> str:
-    """One seed's spike mismatch: the float32 count, and its float64 recount where made."""
+def mismatch_cell(count: int | None, float64: int | None = None,
+                  rate: float | None = None) -> str:
+    """One seed's spike mismatch: the float32 count, its rate where given and the count is not
+    0, and its float64 recount where made, e.g. ``4 (5.1e-06; 0 in float64)``.
+
+    For an exact fold the count is non-zero only in float32, where BN folded into the conv
+    weights rounds differently and a potential within rounding of its threshold fires on one
+    side only."""
     if count is None:
         return "-"
-    return str(count) if float64 is None else f"{count} ({float64} in float64)"
+    notes = ([f"{rate:.1e}"] if count and rate is not None else []) + (
+        [f"{float64} in float64"] if float64 is not None else [])
+    return str(count) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _seeds_text(run: Run) -> str:

@@ -42,7 +42,7 @@ def test_float32_mismatches_are_recounted_in_float64(tmp_path, folding_config, m
     assert result["spike_mismatch"] == 5
     assert result["spike_mismatch_float64"] == 0  # the real recount of this model's fold
     assert summary["spike_mismatch_float64"] == [0]
-    assert "5 (" in format_summary(summary) and ", 0 in float64" in format_summary(summary)
+    assert "5 (" in format_summary(summary) and "; 0 in float64)" in format_summary(summary)
     assert _mismatch_note(summary).endswith("0 in float64 means the fold is exact")
 
 
@@ -92,6 +92,15 @@ def test_tables_show_the_recount_beside_the_float32_count(tmp_path):
     assert mismatch_text(run_) == "496, 372, 0 (2.2e-05 max; in float64: -, 0, -)"
     assert mismatch_cell(372, 0) == "372 (0 in float64)"
     assert mismatch_cell(496, None) == "496" and mismatch_cell(None, None) == "-"
+    # the summary table after training and `mpbn eval` add the rate, where there is a mismatch
+    assert mismatch_cell(4, 0, rate=5.1e-6) == "4 (5.1e-06; 0 in float64)"
+    assert mismatch_cell(4, rate=5.1e-6) == "4 (5.1e-06)"
+    assert mismatch_cell(0, 0, rate=0.0) == "0 (0 in float64)"
+    assert mismatch_cell(0, rate=0.0) == "0"
     (tmp_path / "seed_1/result.json").write_text(json.dumps(
         {"final_test_acc": 0.8, "spike_mismatch": 372, "spike_mismatch_rate": 1.6e-5}))
     assert mismatch_text(load_run(tmp_path)) == "496, 372, 0 (2.2e-05 max)"
+    for seed in range(3):
+        (tmp_path / f"seed_{seed}/result.json").write_text(json.dumps(
+            {"final_test_acc": 0.8, "spike_mismatch": 0, "spike_mismatch_rate": 0.0}))
+    assert mismatch_text(load_run(tmp_path)) == "0, 0, 0"  # no "(0.0e+00 max)"
